@@ -1,0 +1,94 @@
+"""Agent for ``product-created``: validate, enrich cold listings, publish every listing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+import faust
+import orjson
+
+from models.features import item_feature_tokens
+from streams.deadletter import DeadLetterPolicy
+from streams.enrichment import SourceRef, finish_record
+from streams.schemas import InvalidEvent, parse_product_created
+from streams.settings import Settings
+from streams.state import WorkerState
+from streams.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+
+def register_product_agent(app: faust.App, *, topics: Topics, state: WorkerState,
+                           dead_letter: DeadLetterPolicy, settings: Settings) -> faust.types.AgentT:
+    """Register the agent that turns ``product-created`` into ``listings-enriched``."""
+
+    async def enrich_listings(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.generation_batch_size,
+                                               within=settings.generation_batch_timeout_s):
+            listings: list[dict] = []
+            sources: list[SourceRef] = []
+            for event in events:
+                message = event.message
+                source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset,
+                                   timestamp_ms=int(message.timestamp * 1000))
+                try:
+                    listing = parse_product_created(event.value, max_bytes=settings.max_event_bytes)
+                except InvalidEvent as exc:
+                    await dead_letter.send(raw=event.value, key=event.key, reason=str(exc),
+                                           error_type="invalid_event", source_topic=message.topic,
+                                           partition=message.partition, offset=message.offset)
+                    continue
+                listings.append(_as_dict(listing))
+                sources.append(source)
+            if listings:
+                await _enrich_and_publish(listings, sources, topics=topics, state=state, settings=settings)
+
+    return app.agent(topics.product_created, name="enrich-listings")(enrich_listings)
+
+
+async def _enrich_and_publish(listings: list[dict], sources: list[SourceRef], *, topics: Topics,
+                              state: WorkerState, settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    interactions = [state.interactions.get(listing["item_id"], 0) for listing in listings]
+    started = time.perf_counter()
+    try:
+        records = await asyncio.wait_for(
+            loop.run_in_executor(state.generation_executor, state.enricher.enrich_batch,
+                                 listings, sources, interactions),
+            timeout=settings.generation_timeout_s,
+        )
+    except (asyncio.TimeoutError, Exception) as exc:  # the listing must still be published
+        reason = "generation timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+        logger.error("enrichment failed items=%s reason=%s; publishing listings unenriched",
+                     [listing["item_id"] for listing in listings], reason)
+        # NOTE: a timed-out generation keeps its executor thread busy until it
+        # ends, so the next batch waits behind it.
+        records = dataclasses.replace(state.enricher, generator=None).enrich_batch(
+            listings, sources, interactions=interactions)
+        for record in records:
+            record["enrichment_error"] = reason
+
+    for record in records:
+        out = finish_record(record)
+        fut = await topics.listings_enriched.send(key=out["item_id"].encode(), value=orjson.dumps(out))
+        await fut
+        logger.info("published listing item_id=%s event_id=%s cold=%s enriched=%s source=%s",
+                    out["item_id"], out["event_id"], out["cold"], out["enriched"], out["record_version"])
+
+    await loop.run_in_executor(state.recommender_executor, _upsert_items, state, records)
+    logger.info("batch done listings=%d elapsed_s=%.2f", len(records), time.perf_counter() - started)
+
+
+def _upsert_items(state: WorkerState, records: list[dict]) -> None:
+    for record in records:
+        tokens = item_feature_tokens(record)
+        state.recommender.upsert_item(record["item_id"], tokens)
+
+
+def _as_dict(listing) -> dict:
+    if isinstance(listing, dict):
+        return listing
+    return {name: getattr(listing, name) for name in listing.__slots__}

@@ -1,0 +1,104 @@
+"""The Faust app of a shopsynth worker: topics, shared state and agents."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faust
+
+from models.recommender import IncrementalRecommender
+from streams.agents.behaviour import register_behaviour_agent
+from streams.agents.product import register_product_agent
+from streams.cold_start import ColdStartPolicy
+from streams.deadletter import DeadLetterPolicy
+from streams.enrichment import Enricher
+from streams.settings import Settings
+from streams.state import WorkerState
+from streams.topics import declare_topics
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
+    """Build the Faust app with both agents registered on it.
+
+    The consumer group is ``<app_id>`` with the topic prefix, so a replay into
+    another prefix never shares offsets with the live worker.
+    """
+    app = faust.App(
+        f"{settings.topic_prefix}{settings.app_id}",
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        topic_partitions=4,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        stream_wait_empty=False,
+        broker_credentials=_credentials(settings),
+    )
+    state = WorkerState(
+        enricher=Enricher(
+            generator=_load_generator(settings),
+            policy=ColdStartPolicy(min_description_words=settings.cold_min_description_words,
+                                   min_reviews=settings.cold_min_reviews,
+                                   min_interactions=settings.cold_min_interactions),
+            max_new_tokens=settings.max_new_tokens,
+            review_max_new_tokens=settings.review_max_new_tokens,
+            review_ratings=settings.synthetic_review_ratings,
+            max_regenerations=settings.max_regenerations,
+            seed=settings.generation_seed,
+        ),
+        recommender=IncrementalRecommender(no_components=settings.no_components,
+                                           learning_rate=settings.learning_rate,
+                                           random_state=settings.random_state),
+    )
+    topics = declare_topics(app, settings)
+    dead_letter = DeadLetterPolicy(topic=topics.dead_letter)
+    register_product_agent(app, topics=topics, state=state, dead_letter=dead_letter, settings=settings)
+    register_behaviour_agent(app, topics=topics, state=state, dead_letter=dead_letter, settings=settings)
+
+    @app.on_before_shutdown.connect
+    async def _close_state(app: faust.App, **kwargs) -> None:
+        state.close()
+
+    return app, state
+
+
+def _load_generator(settings: Settings):
+    if settings.generator_dir is None:
+        logger.warning("no generator configured (SHOPSYNTH_GENERATOR_DIR unset): "
+                       "cold listings are published without generated text")
+        return None
+    from export.runtime import OnnxGenerator
+
+    generator = OnnxGenerator(Path(settings.generator_dir),
+                              intra_op_num_threads=settings.intra_op_num_threads)
+    logger.info("generator loaded version=%s provider=%s dir=%s",
+                generator.version, generator.provider, settings.generator_dir)
+    return generator
+
+
+def _credentials(settings: Settings):
+    security = dict(settings.security)
+    protocol = security.get("security_protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        import ssl
+
+        return faust.SASLCredentials(
+            username=security.get("sasl_plain_username"),
+            password=security.get("sasl_plain_password"),
+            mechanism=security.get("sasl_mechanism", "PLAIN"),
+            ssl_context=ssl.create_default_context() if protocol == "SASL_SSL" else None,
+        )
+    raise ValueError(f"unsupported security_protocol {protocol!r}; use PLAINTEXT, SASL_PLAINTEXT or SASL_SSL")
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker in this process until SIGTERM or SIGINT."""
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,155 @@
+"""Command line: ``shopsynth demo|worker|provision|feed|build-generator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shopsynth", description=__doc__)
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: SHOPSYNTH_BOOTSTRAP_SERVERS "
+                        "or 127.0.0.1:9092)")
+    parser.add_argument("--topic-prefix", help="prefix added to every topic name (default: none)")
+    parser.add_argument("--log-level", default=None, help="logging level: debug, info, warning (default: info)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole pipeline on a local broker and print a summary")
+    demo.add_argument("--dataset", default="simulator", choices=["simulator", "amazon-gift-cards"],
+                      help="input: the built-in simulator (default) or the Amazon 2018 Gift Cards files")
+    demo.add_argument("--data-dir", type=Path, help="folder of the dataset files "
+                      "(default: $SHOPSYNTH_DATA_DIR/amazon2018_gift_cards_5core)")
+    demo.add_argument("--items", type=int, default=60, help="simulated listings (default: 60)")
+    demo.add_argument("--users", type=int, default=40, help="simulated shoppers (default: 40)")
+    demo.add_argument("--events", type=int, default=3000, help="simulated behaviour events (default: 3000)")
+    demo.add_argument("--train-steps", type=int, default=60, help="fine-tuning steps (default: 60)")
+    demo.add_argument("--base", default="smollm2", help="base model: 'smollm2' or a local Hugging Face "
+                      "causal-LM directory (default: smollm2)")
+    demo.add_argument("--timeout-s", type=float, default=1200.0, help="max seconds to wait for outputs")
+
+    commands.add_parser("worker", help="run the Faust worker (settings from SHOPSYNTH_* variables)")
+
+    commands.add_parser("provision", help="create the topics of infra/topics.toml")
+
+    feed = commands.add_parser("feed", help="produce input events from the simulator or a dataset")
+    feed.add_argument("source", choices=["simulator", "amazon", "tianchi"])
+    feed.add_argument("--path", type=Path, help="dataset folder (amazon, tianchi)")
+    feed.add_argument("--limit", type=int, help="max events per topic")
+    feed.add_argument("--seed", type=int, default=0)
+
+    build = commands.add_parser("build-generator", help="fine-tune the base model and export it to ONNX")
+    build.add_argument("--base", default="smollm2")
+    build.add_argument("--data", choices=["amazon-gift-cards", "myntra"], default="myntra",
+                       help="real training data under $SHOPSYNTH_DATA_DIR (default: myntra)")
+    build.add_argument("--limit", type=int, default=400, help="max training pairs (default: 400)")
+    build.add_argument("--steps", type=int, default=200, help="fine-tuning steps (default: 200)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env(bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix,
+                                 log_level=args.log_level)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "worker":
+        from streams.app import run_worker
+
+        run_worker(settings)
+        return 0
+    if args.command == "provision":
+        from infra.provision import provision_topics
+
+        created = asyncio.run(provision_topics(settings.bootstrap_servers, prefix=settings.topic_prefix))
+        for logical, real in created.items():
+            print(f"{logical}: {real}")
+        return 0
+    if args.command == "demo":
+        return _demo(args, settings)
+    if args.command == "feed":
+        return _feed(args, settings)
+    if args.command == "build-generator":
+        return _build(args)
+    raise AssertionError(args.command)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import DemoOptions, print_summary, run_demo
+
+    if args.log_level is None:
+        logging.getLogger().setLevel(logging.WARNING)
+    options = DemoOptions(dataset=args.dataset, data_dir=args.data_dir, n_items=args.items, n_users=args.users,
+                          n_events=args.events, train_steps=args.train_steps, base=args.base,
+                          timeout_s=args.timeout_s)
+    summary = run_demo(settings, options)
+    print_summary(summary)
+    return 0 if summary["listings_enriched_records"] == summary["listings_in"] else 1
+
+
+def _feed(args: argparse.Namespace, settings: Settings) -> int:
+    from streams import topics as names
+    from streams.feed import produce_events
+
+    if args.source == "simulator":
+        from streams.simulator import Simulator
+
+        simulator = Simulator(seed=args.seed)
+        products, behaviour = simulator.products(), simulator.behaviour(args.limit or 3000)
+    elif args.source == "amazon":
+        from streams.loaders.amazon import load_amazon2018
+
+        products, behaviour = load_amazon2018(_required_path(args.path), limit=args.limit)
+    else:
+        from streams.loaders.tianchi import load_tianchi
+
+        products, behaviour = [], load_tianchi(_required_path(args.path), limit=args.limit)
+    events = [(settings.topic(names.PRODUCT_CREATED), p["item_id"], p) for p in products]
+    events += [(settings.topic(names.USER_BEHAVIOUR), b["user_id"], b) for b in behaviour]
+    count = asyncio.run(produce_events(settings.bootstrap_servers, events))
+    print(f"produced {count} events")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    import os
+
+    from export.pipeline import build_generator
+    from models.prompts import description_prompt
+    from models import training_data
+
+    data_dir = Path(os.environ.get("SHOPSYNTH_DATA_DIR", ""))
+    if args.data == "myntra":
+        pairs = training_data.load_myntra_pairs(_first(data_dir / "myntra_fashion_catalog", "*.csv.gz"),
+                                                limit=args.limit)
+    else:
+        pairs = training_data.load_amazon2018_pairs(
+            data_dir / "amazon2018_gift_cards_5core" / "meta_Gift_Cards.json.gz", limit=args.limit)
+    model_dir = build_generator(base=args.base, pairs=[(description_prompt(l), d) for l, d in pairs],
+                                max_steps=args.steps)
+    print(model_dir)
+    return 0
+
+
+def _required_path(path: Path | None) -> Path:
+    if path is None:
+        raise SystemExit("error: --path is required for this source")
+    return path
+
+
+def _first(folder: Path, pattern: str) -> Path:
+    matches = sorted(folder.glob(pattern))
+    if not matches:
+        raise SystemExit(f"error: no {pattern} file in {folder}; set SHOPSYNTH_DATA_DIR to the datasets folder")
+    return matches[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Worker settings: one object per process, read from ``SHOPSYNTH_*`` variables.
+
+Every field has an explicit default with its unit in the name. The environment
+overrides a default, and the command line overrides the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "SHOPSYNTH_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Settings of a shopsynth worker, demo or feeder.
+
+    ``security`` is passed unchanged to every Kafka client (for example
+    ``{"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", ...}``), and
+    it is never logged.
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    app_id: str = "shopsynth"
+    log_level: str = "info"
+
+    # Generator.
+    generator_dir: str | None = None
+    generation_batch_size: int = 8
+    generation_batch_timeout_s: float = 0.5
+    generation_timeout_s: float = 300.0
+    max_new_tokens: int = 64
+    review_max_new_tokens: int = 40
+    synthetic_review_ratings: tuple[int, ...] = (5,)
+    generation_seed: int = 0
+    max_regenerations: int = 1
+    intra_op_num_threads: int = 0
+
+    # Cold-start policy.
+    cold_min_description_words: int = 12
+    cold_min_reviews: int = 3
+    cold_min_interactions: int = 5
+
+    # Recommender.
+    behaviour_batch_size: int = 512
+    behaviour_batch_timeout_s: float = 1.0
+    recommendations_k: int = 10
+    exclude_seen: bool = True
+    no_components: int = 32
+    learning_rate: float = 0.05
+    fit_epochs: int = 2
+    random_state: int = 0
+
+    # Input limits.
+    max_event_bytes: int = 64 * 1024
+
+    security: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``SHOPSYNTH_<FIELD>`` variables, then ``overrides``.
+
+        Raises
+        ------
+        ValueError
+            If a variable cannot be converted to the field's type; the message
+            names the variable and the value.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "security":
+                continue
+            name = ENV_PREFIX + f.name.upper()
+            if name in environ:
+                values[f.name] = _convert(name, environ[name], f.default)
+        values["security"] = _security_from_env(environ)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for a setting that cannot work."""
+        positive = (
+            "generation_batch_size", "max_new_tokens", "behaviour_batch_size",
+            "recommendations_k", "no_components", "max_event_bytes", "fit_epochs",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(
+                    f"{name} must be > 0, got {getattr(self, name)!r}; "
+                    f"set {ENV_PREFIX}{name.upper()} to a positive value"
+                )
+        for rating in self.synthetic_review_ratings:
+            if rating not in (1, 2, 3, 4, 5):
+                raise ValueError(
+                    f"synthetic_review_ratings must hold ratings 1-5, got {rating!r}"
+                )
+        if self.generator_dir is not None and not Path(self.generator_dir).is_dir():
+            raise ValueError(
+                f"generator_dir {self.generator_dir!r} is not a directory; "
+                "build one with `shopsynth build-generator` and pass its path"
+            )
+
+    def to_env(self) -> dict[str, str]:
+        """Return the settings as ``SHOPSYNTH_*`` variables for a child process."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "security" or value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+    def topic(self, logical_name: str) -> str:
+        """Return the real Kafka topic name for a logical one (prefix applied)."""
+        return self.topic_prefix + logical_name
+
+
+def _convert(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(int(part) for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"invalid value {raw!r} for {name}: {exc}") from exc
+
+
+def _security_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Collect Kafka client security options from ``SHOPSYNTH_KAFKA_*`` variables."""
+    keys = {
+        "SHOPSYNTH_KAFKA_SECURITY_PROTOCOL": "security_protocol",
+        "SHOPSYNTH_KAFKA_SASL_MECHANISM": "sasl_mechanism",
+        "SHOPSYNTH_KAFKA_SASL_USERNAME": "sasl_plain_username",
+        "SHOPSYNTH_KAFKA_SASL_PASSWORD": "sasl_plain_password",
+    }
+    return {option: environ[var] for var, option in keys.items() if environ.get(var)}
