@@ -108,9 +108,10 @@ def _feed(args: argparse.Namespace, settings: Settings) -> int:
 
         products, behaviour = load_amazon2018(_required_path(args.path), limit=args.limit)
     else:
-        from streams.loaders.tianchi import load_tianchi
+        from streams.loaders.tianchi import load_tianchi_behaviour
 
-        products, behaviour = [], load_tianchi(_required_path(args.path), limit=args.limit)
+        products = []
+        behaviour = load_tianchi_behaviour(_required_path(args.path), limit=args.limit).behaviour
     events = [(settings.topic(names.PRODUCT_CREATED), p["item_id"], p) for p in products]
     events += [(settings.topic(names.USER_BEHAVIOUR), b["user_id"], b) for b in behaviour]
     count = asyncio.run(produce_events(settings.bootstrap_servers, events))

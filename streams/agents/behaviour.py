@@ -27,26 +27,28 @@ def register_behaviour_agent(app: faust.App, *, topics: Topics, state: WorkerSta
         async for events in stream.take_events(settings.behaviour_batch_size,
                                                within=settings.behaviour_batch_timeout_s):
             batch: list[dict] = []
-            last_source: dict[str, str] = {}
+            last_source: dict[str, tuple[str, str, int]] = {}
             for event in events:
                 message = event.message
                 try:
                     behaviour = parse_user_behaviour(event.value, max_bytes=settings.max_event_bytes)
                 except InvalidEvent as exc:
                     await dead_letter.send(raw=event.value, key=event.key, reason=str(exc),
-                                           error_type="invalid_event", source_topic=message.topic,
+                                           error_type=type(exc).__name__, source_topic=message.topic,
                                            partition=message.partition, offset=message.offset)
                     continue
                 record = _as_dict(behaviour)
                 batch.append(record)
-                last_source[record["user_id"]] = f"{message.topic}/{message.partition}/{message.offset}"
+                _, _, seen = last_source.get(record["user_id"], ("", "", 0))
+                last_source[record["user_id"]] = (f"{message.topic}/{message.partition}/{message.offset}",
+                                                  record["event_id"], seen + 1)
             if batch:
                 await _update_and_publish(batch, last_source, topics=topics, state=state, settings=settings)
 
     return app.agent(topics.user_behaviour, name="update-recommender")(update_recommender)
 
 
-async def _update_and_publish(batch: list[dict], last_source: dict[str, str], *, topics: Topics,
+async def _update_and_publish(batch: list[dict], last_source: dict[str, tuple[str, str, int]], *, topics: Topics,
                               state: WorkerState, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
@@ -61,11 +63,14 @@ async def _update_and_publish(batch: list[dict], last_source: dict[str, str], *,
     model_version = state.recommender.version
     produced_at_ms = int(time.time() * 1000)
     for user_id, items in recommendations.items():
+        record_version, last_event_id, based_on_events = last_source[user_id]
         record = {
             "user_id": user_id,
             "items": [{"item_id": item_id, "score": round(float(score), 6)} for item_id, score in items],
             "model_version": model_version,
-            "record_version": last_source[user_id],
+            "based_on_events": based_on_events,
+            "last_event_id": last_event_id,
+            "record_version": record_version,
             "produced_at_ms": produced_at_ms,
         }
         fut = await topics.recommendations.send(key=user_id.encode(), value=orjson.dumps(record))

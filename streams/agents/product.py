@@ -38,7 +38,7 @@ def register_product_agent(app: faust.App, *, topics: Topics, state: WorkerState
                     listing = parse_product_created(event.value, max_bytes=settings.max_event_bytes)
                 except InvalidEvent as exc:
                     await dead_letter.send(raw=event.value, key=event.key, reason=str(exc),
-                                           error_type="invalid_event", source_topic=message.topic,
+                                           error_type=type(exc).__name__, source_topic=message.topic,
                                            partition=message.partition, offset=message.offset)
                     continue
                 listings.append(_as_dict(listing))

@@ -51,6 +51,10 @@ class LoadedEvents:
         tagged.sort(key=lambda row: (row[0], row[1]))
         return [(topic, key, event) for _, _, topic, key, event in tagged]
 
+    def __iter__(self) -> Iterator[list[dict]]:
+        """Unpack as ``products, behaviour = loaded``."""
+        return iter((self.products, self.behaviour))
+
     def skip(self, reason: str, count: int = 1) -> None:
         """Count ``count`` source rows dropped for ``reason``."""
         self.skipped[reason] = self.skipped.get(reason, 0) + count
