@@ -97,7 +97,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
         print("[demo] waiting for the worker's outputs")
         collected = asyncio.run(collect(settings.bootstrap_servers, out_topics, done=done,
                                         timeout_s=options.timeout_s))
-        summary = _summarise(collected, out_topics, products=products, users=users,
+        summary = _summarise(collected, out_topics, products=products, behaviour=behaviour,
                              simulator=simulator, elapsed_s=time.time() - feed_started)
         summary["topic_prefix"] = prefix
         return summary
@@ -153,8 +153,12 @@ def _start_worker(settings: Settings) -> subprocess.Popen:
                                 stdout=log, stderr=subprocess.STDOUT)
 
 
-def _summarise(collected: Collected, out_topics: list[str], *, products: list[dict], users: set[str],
+def _summarise(collected: Collected, out_topics: list[str], *, products: list[dict], behaviour: list[dict],
                simulator, elapsed_s: float) -> dict:
+    seen: dict[str, set[str]] = {}
+    for event in behaviour:
+        seen.setdefault(event["user_id"], set()).add(event["item_id"])
+    users = set(seen)
     listings = collected.latest_by_key(out_topics[0], "item_id")
     recs = collected.latest_by_key(out_topics[1], "user_id")
     created_ms = {p["item_id"]: p["created_at_ms"] for p in products}
@@ -183,7 +187,9 @@ def _summarise(collected: Collected, out_topics: list[str], *, products: list[di
         top = {user: [item["item_id"] for item in rec["items"]] for user, rec in recs.items()}
         k = max(len(items) for items in top.values())
         summary["hit_rate"] = round(simulator.hit_rate(top), 3)
-        summary["random_hit_rate"] = round(simulator.random_hit_rate(k), 3)
+        # The worker skips items a user already interacted with, so the
+        # random baseline draws from the same unseen items.
+        summary["random_hit_rate"] = round(simulator.random_hit_rate(k, users=list(top), exclude=seen), 3)
     return summary
 
 

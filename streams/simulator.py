@@ -18,7 +18,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Mapping, Iterable
 
 PRODUCT_CREATED = "product-created"
 USER_BEHAVIOUR = "user-behaviour"
@@ -318,27 +318,35 @@ class Simulator:
             raise ValueError("recommendations contain no items; pass at least one user with items")
         return hits / total
 
-    def random_hit_rate(self, k: int = 10, *, users: Iterable[str] | None = None) -> float:
+    def random_hit_rate(self, k: int = 10, *, users: Iterable[str] | None = None,
+                        exclude: Mapping[str, set[str]] | None = None) -> float:
         """Return the expected :meth:`hit_rate` of ``k`` uniformly random items per user.
 
         The value is exact, not sampled: for k distinct random items it is the
-        mean over users of the catalog share in their preferred categories,
-        which does not depend on ``k``. ``users`` defaults to every shopper.
+        mean over users of the share of candidate items in their preferred
+        categories, which does not depend on ``k``. ``users`` defaults to every
+        shopper. ``exclude`` maps a user to items that are not candidates for
+        them (for example items they already bought), so that the baseline
+        matches a recommender that skips those items.
         """
         if not 1 <= k <= len(self._items):
             raise ValueError(f"k must be in [1, {len(self._items)}], got {k}")
         user_ids = list(self.ground_truth if users is None else users)
         if not user_ids:
             raise ValueError("users is empty; pass at least one user_id")
-        counts: dict[str, int] = {}
-        for top in self._top_category.values():
-            counts[top] = counts.get(top, 0) + 1
+        exclude = exclude or {}
         shares = []
         for user_id in user_ids:
             if user_id not in self.ground_truth:
                 raise ValueError(f"user_id {user_id!r} is not a simulated shopper")
-            in_preferred = sum(counts.get(top, 0) for top in self.ground_truth[user_id].categories)
-            shares.append(in_preferred / len(self._items))
+            preferred = self.ground_truth[user_id].categories
+            excluded = exclude.get(user_id, set())
+            candidates = [top for item_id, top in self._top_category.items() if item_id not in excluded]
+            if not candidates:
+                continue
+            shares.append(sum(top in preferred for top in candidates) / len(candidates))
+        if not shares:
+            raise ValueError("every item is excluded for every user; nothing left to recommend")
         return sum(shares) / len(shares)
 
 
