@@ -31,7 +31,9 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         store="memory://",
         topic_partitions=4,
-        topic_allow_declare=False,
+        # Our topics exist already (run_worker provisions them); Faust declares
+        # only its own internal assignor topic.
+        topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,
@@ -98,7 +100,13 @@ def _credentials(settings: Settings):
 
 
 def run_worker(settings: Settings) -> None:
-    """Run the worker in this process until SIGTERM or SIGINT."""
+    """Provision the topics, then run the worker in this process until SIGTERM or SIGINT."""
+    import asyncio
+
+    from infra.provision import provision_topics
+
+    asyncio.run(provision_topics(settings.bootstrap_servers, prefix=settings.topic_prefix,
+                                 client_options=dict(settings.security) or None))
     app, _ = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 
@@ -56,8 +57,8 @@ async def _enrich_and_publish(listings: list[dict], sources: list[SourceRef], *,
     started = time.perf_counter()
     try:
         records = await asyncio.wait_for(
-            loop.run_in_executor(state.generation_executor, state.enricher.enrich_batch,
-                                 listings, sources, interactions),
+            loop.run_in_executor(state.generation_executor, functools.partial(
+                state.enricher.enrich_batch, listings, sources, interactions=interactions)),
             timeout=settings.generation_timeout_s,
         )
     except (asyncio.TimeoutError, Exception) as exc:  # the listing must still be published
