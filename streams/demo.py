@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import statistics
@@ -43,14 +44,21 @@ class DemoOptions:
     seed: int = 0
 
 
-def start_local_broker() -> bool:
-    """Start the local broker unless one answers; return True if this call started it."""
+def start_local_broker() -> tuple[str, bool]:
+    """Start the local broker unless it runs already.
+
+    Returns its bootstrap servers (the port follows ``SHOPSYNTH_KAFKA_PORT``)
+    and whether this call started it.
+    """
+    script_env = subprocess.run(["bash", str(KAFKA_SCRIPT), "env"], capture_output=True, text=True, check=True)
+    bootstrap = dict(line.split("=", 1) for line in script_env.stdout.splitlines() if "=" in line)
+    bootstrap_servers = bootstrap["KAFKA_BOOTSTRAP_SERVERS"]
     status = subprocess.run(["bash", str(KAFKA_SCRIPT), "status"], capture_output=True)
     if status.returncode == 0:
-        logger.info("local broker already running")
-        return False
+        logger.info("local broker already running at %s", bootstrap_servers)
+        return bootstrap_servers, False
     subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], check=True)
-    return True
+    return bootstrap_servers, True
 
 
 def stop_local_broker() -> None:
@@ -60,8 +68,9 @@ def stop_local_broker() -> None:
 def run_demo(settings: Settings, options: DemoOptions) -> dict:
     """Run the demo end to end and return its summary."""
     started_broker = False
-    if "SHOPSYNTH_BOOTSTRAP_SERVERS" not in os.environ:
-        started_broker = start_local_broker()
+    if "SHOPSYNTH_BOOTSTRAP_SERVERS" not in os.environ and settings.bootstrap_servers == Settings.bootstrap_servers:
+        bootstrap_servers, started_broker = start_local_broker()
+        settings = dataclasses.replace(settings, bootstrap_servers=bootstrap_servers)
     prefix = settings.topic_prefix or f"demo-{uuid.uuid4().hex[:8]}."
     worker = None
     try:
