@@ -81,7 +81,7 @@ class Enricher:
         if self.generator is None:
             for record in records:
                 if record["cold"]:
-                    record["enrichment_error"] = "no generator configured"
+                    record["enrichment_error"] = "generator unavailable"
             return records
 
         want_description = [r for r in records if self.policy.needs_description(r["cold_reasons"])]

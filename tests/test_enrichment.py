@@ -106,5 +106,5 @@ def test_regeneration_seed_is_stable():
 def test_no_generator_flags_cold_listing():
     [record] = Enricher(generator=None).enrich_batch([LISTING], [source(3)])
     assert record["enriched"] is False
-    assert record["enrichment_error"] == "no generator configured"
+    assert record["enrichment_error"] == "generator unavailable"
     assert "_listing" not in finish_record(record)
