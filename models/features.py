@@ -280,3 +280,51 @@ def text_feature_tokens(
     kept = counts.most_common(max_tokens)
     weight = synthetic_weight if synthetic else 1.0
     return [(f"text={word}", weight) for word, _ in kept]
+
+
+def listing_text_tokens(
+    record: Mapping[str, object],
+    *,
+    synthetic_weight: float = 0.25,
+    max_tokens: int = 32,
+    include_title: bool = True,
+) -> list[tuple[str, float]]:
+    """Build text feature tokens from a listing's title, description and reviews.
+
+    The description counts as synthetic when ``record["description_synthetic"]``
+    is true, and each review when its ``synthetic`` flag is. A word found in
+    several texts keeps the largest of its weights, so a word in real text is
+    not down-weighted by the same word in generated text.
+
+    Parameters
+    ----------
+    record : mapping
+        An enriched listing (``listings-enriched`` record) or a plain listing dict.
+        Reads ``title``, ``description``, ``description_synthetic``, ``reviews`` and
+        ``language``.
+    synthetic_weight : float, default 0.25
+        Weight of tokens from generated text, passed to :func:`text_feature_tokens`.
+    max_tokens : int, default 32
+        Maximum tokens per text.
+    include_title : bool, default True
+        Add the words of the title as real text.
+
+    Returns
+    -------
+    list of (str, float)
+        Distinct ``"text=<word>"`` tokens with their weights.
+    """
+    language = str(record.get("language") or "en")
+    texts: list[tuple[str | None, bool]] = []
+    if include_title:
+        texts.append((record.get("title"), False))
+    texts.append((record.get("description"), bool(record.get("description_synthetic"))))
+    for review in record.get("reviews") or ():
+        texts.append((review.get("text"), bool(review.get("synthetic"))))
+    weights: dict[str, float] = {}
+    for text, synthetic in texts:
+        for token, weight in text_feature_tokens(text, language=language, synthetic=synthetic,
+                                                 synthetic_weight=synthetic_weight,
+                                                 max_tokens=max_tokens):
+            weights[token] = max(weights.get(token, 0.0), weight)
+    return list(weights.items())

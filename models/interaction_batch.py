@@ -113,3 +113,45 @@ def training_matrices(
     interactions = sp.coo_matrix((values, (all_rows, all_cols)), shape=shape)
     sample_weight = sp.coo_matrix((sample_weights, (all_rows, all_cols)), shape=shape)
     return interactions, sample_weight
+
+
+def decay_weights(
+    weights: Sequence[float] | np.ndarray,
+    timestamps_ms: Sequence[int] | np.ndarray,
+    *,
+    reference_ms: int,
+    half_life_s: float,
+    min_weight: float = 1e-6,
+) -> np.ndarray:
+    """Halve event weights per ``half_life_s`` of age before ``reference_ms``.
+
+    ``weight * 0.5 ** (age_s / half_life_s)`` with ``age_s = max(0, reference_ms -
+    timestamp_ms) / 1000``, so events at or after the reference keep their weight.
+
+    Parameters
+    ----------
+    weights : sequence of float
+        Event weights, each > 0.
+    timestamps_ms : sequence of int
+        Event times, epoch milliseconds.
+    reference_ms : int
+        The time at which an event has its full weight, usually the newest event time seen.
+    half_life_s : float
+        Half-life in seconds; 0 returns the weights unchanged.
+    min_weight : float, default 1e-6
+        Floor of a decayed weight, because LightFM sample weights must stay > 0.
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    if half_life_s < 0:
+        raise ValueError(f"half_life_s must be >= 0 (0 turns decay off), got {half_life_s!r}")
+    weights = np.asarray(weights, dtype=np.float64)
+    timestamps = np.asarray(timestamps_ms, dtype=np.float64)
+    if weights.shape != timestamps.shape:
+        raise ValueError(f"weights and timestamps_ms differ in shape: {weights.shape} vs {timestamps.shape}")
+    if half_life_s == 0:
+        return weights.copy()
+    age_s = np.maximum(0.0, float(reference_ms) - timestamps) / 1000.0
+    return np.maximum(weights * np.exp2(-age_s / half_life_s), min_weight)

@@ -406,6 +406,53 @@ class IncrementalRecommender:
             scores[np.fromiter(self._seen[user_row], dtype=np.int64)] = -np.inf
         return self._top_k(scores, k)
 
+    def recommend_many(self, user_ids: Iterable[str], *, k: int = 10,
+                       exclude_seen: bool = True) -> dict[str, list[tuple[str, float]]]:
+        """Rank all items for several users with one matrix product.
+
+        Gives the same rankings as :meth:`recommend` for each user; unknown users
+        are ranked by item bias.
+
+        Returns
+        -------
+        dict
+            user_id to a list of (item_id, score), highest score first.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k!r}")
+        user_ids = list(dict.fromkeys(user_ids))
+        if self.n_items == 0:
+            return {user_id: [] for user_id in user_ids}
+        embeddings, biases = self.item_representations()
+        rows = [self._users.get(user_id) for user_id in user_ids]
+        known = np.asarray([position for position, row in enumerate(rows) if row is not None], dtype=np.int64)
+        known_rows = np.asarray([row for row in rows if row is not None], dtype=np.int64)
+        scores = np.empty((len(user_ids), self.n_items), dtype=np.float32)  # (n_requested, n_items)
+        scores[:] = biases
+        if len(known_rows):
+            # (n_known, no_components) @ (no_components, n_items)
+            scores[known] += (self._model.user_embeddings[known_rows] @ embeddings.T
+                              + self._model.user_biases[known_rows][:, None])
+        if exclude_seen:
+            for position, user_row in zip(known.tolist(), known_rows.tolist()):
+                if self._seen[user_row]:
+                    scores[position, np.fromiter(self._seen[user_row], dtype=np.int64)] = -np.inf
+        return dict(zip(user_ids, self._top_k_rows(scores, k)))
+
+    def _top_k_rows(self, scores: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Apply :meth:`_top_k` to every row of ``scores`` with one partition and one sort."""
+        k = min(k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+            np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        ids = self._items.ids
+        return [[(ids[item], float(score)) for item, score in zip(row_items.tolist(), row_scores.tolist())
+                 if score > -np.inf]
+                for row_items, row_scores in zip(top, top_scores)]
+
     def similar_items(self, item_id: str, *, k: int = 10) -> list[tuple[str, float]]:
         """Rank other items by cosine similarity of their embeddings (biases ignored).
 
@@ -419,14 +466,39 @@ class IncrementalRecommender:
         row = self._items.get(item_id)
         if row is None:
             raise KeyError(f"item_id {item_id!r} not found; add it with upsert_item or fit_partial")
+        normalised = self._normalised_embeddings()
+        scores = normalised @ normalised[row]
+        scores[row] = -np.inf
+        return self._top_k(scores, k)
+
+    def similar_items_many(self, item_ids: Iterable[str], *,
+                           k: int = 10) -> dict[str, list[tuple[str, float]]]:
+        """Run :meth:`similar_items` for several items with one matrix product.
+
+        Unknown item ids are skipped (logged at debug level), not raised.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k!r}")
+        wanted = []
+        for item_id in dict.fromkeys(item_ids):
+            if item_id in self._items:
+                wanted.append(item_id)
+            else:
+                logger.debug("similar items skipped for unknown item_id=%s", item_id)
+        if not wanted:
+            return {}
+        normalised = self._normalised_embeddings()
+        rows = np.asarray([self._items[item_id] for item_id in wanted], dtype=np.int64)
+        scores = normalised[rows] @ normalised.T  # (n_wanted, n_items)
+        scores[np.arange(len(rows)), rows] = -np.inf
+        return dict(zip(wanted, self._top_k_rows(scores, k)))
+
+    def _normalised_embeddings(self) -> np.ndarray:
         if self._normalised_cache is None:
             embeddings, _ = self.item_representations()
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
             self._normalised_cache = embeddings / np.maximum(norms, np.float32(1e-12))
-        normalised = self._normalised_cache
-        scores = normalised @ normalised[row]
-        scores[row] = -np.inf
-        return self._top_k(scores, k)
+        return self._normalised_cache
 
     def _top_k(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
         n_candidates = int(np.count_nonzero(scores > -np.inf))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import faust
 
 from models.recommender import IncrementalRecommender
+from streams import snapshots
 from streams.agents.behaviour import register_behaviour_agent
 from streams.agents.product import register_product_agent
 from streams.cold_start import ColdStartPolicy
@@ -55,17 +57,37 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         recommender=IncrementalRecommender(no_components=settings.no_components,
                                            learning_rate=settings.learning_rate,
                                            random_state=settings.random_state),
+        snapshot_dir=_snapshot_dir(settings),
+        snapshots_kept=settings.snapshots_kept,
     )
+    snapshot = snapshots.restore_latest(state.snapshot_dir)
+    if snapshot is not None:
+        state.restore(snapshot)
     topics = declare_topics(app, settings)
     dead_letter = DeadLetterPolicy(topic=topics.dead_letter)
     register_product_agent(app, topics=topics, state=state, dead_letter=dead_letter, settings=settings)
     register_behaviour_agent(app, topics=topics, state=state, dead_letter=dead_letter, settings=settings)
+
+    @app.timer(interval=settings.snapshot_interval_s)
+    async def _save_snapshot() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(state.recommender_executor, state.save_snapshot)
+        except Exception as exc:  # the next timer tick retries
+            logger.error("periodic snapshot failed dir=%s error=%s: %s", state.snapshot_dir,
+                         type(exc).__name__, exc)
 
     @app.on_before_shutdown.connect
     async def _close_state(app: faust.App, **kwargs) -> None:
         state.close()
 
     return app, state
+
+
+def _snapshot_dir(settings: Settings) -> Path:
+    if settings.snapshot_dir:
+        return Path(settings.snapshot_dir).expanduser()
+    return snapshots.default_snapshot_dir(topic_prefix=settings.topic_prefix, app_id=settings.app_id)
 
 
 def _load_generator(settings: Settings):
@@ -75,8 +97,13 @@ def _load_generator(settings: Settings):
         return None
     from export.runtime import OnnxGenerator
 
-    generator = OnnxGenerator(Path(settings.generator_dir),
-                              intra_op_num_threads=settings.intra_op_num_threads)
+    try:
+        generator = OnnxGenerator(Path(settings.generator_dir),
+                                  intra_op_num_threads=settings.intra_op_num_threads)
+    except Exception as exc:  # a broken model must not stop listings from flowing
+        logger.error("generator failed to load from %s (%s: %s); cold listings are published "
+                     "without generated text and flagged", settings.generator_dir, type(exc).__name__, exc)
+        return None
     logger.info("generator loaded version=%s provider=%s dir=%s",
                 generator.version, generator.provider, settings.generator_dir)
     return generator
@@ -101,8 +128,6 @@ def _credentials(settings: Settings):
 
 def run_worker(settings: Settings) -> None:
     """Provision the topics, then run the worker in this process until SIGTERM or SIGINT."""
-    import asyncio
-
     from infra.provision import provision_topics
 
     asyncio.run(provision_topics(settings.bootstrap_servers, prefix=settings.topic_prefix,

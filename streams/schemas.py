@@ -208,6 +208,11 @@ class SimilarItems:
     item_id: str
     items: list[ScoredItem]
     model_version: str
+    # What triggered the record: "listing" (the item's listing was upserted) or
+    # "behaviour" (a micro-batch trained on the item).
+    trigger: str = "listing"
+    # <topic>/<partition>/<offset> of the listing event for trigger "listing", else None.
+    record_version: str | None = None
     produced_at_ms: int = field(default_factory=now_ms)
 
 

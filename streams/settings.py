@@ -55,6 +55,22 @@ class Settings:
     learning_rate: float = 0.05
     fit_epochs: int = 2
     random_state: int = 0
+    # Behaviour events older than the newest event seen lose half their weight
+    # per half-life; 0 turns time decay off.
+    event_half_life_s: float = 7 * 24 * 3600.0
+    # Item text features. A text token weighs text_weight (structured tokens weigh 1),
+    # times synthetic_text_weight when the text was generated.
+    text_features: bool = True
+    text_weight: float = 0.25
+    synthetic_text_weight: float = 0.25
+    max_text_tokens: int = 32
+    # Similar items published per new or updated item; 0 turns them off.
+    similar_items_k: int = 10
+
+    # Recommender snapshots. None: <cache dir>/snapshots/<topic prefix><app id>.
+    snapshot_dir: str | None = None
+    snapshot_interval_s: float = 300.0
+    snapshots_kept: int = 2
 
     # Input limits.
     max_event_bytes: int = 64 * 1024
@@ -90,6 +106,7 @@ class Settings:
         positive = (
             "generation_batch_size", "max_new_tokens", "behaviour_batch_size",
             "recommendations_k", "no_components", "max_event_bytes", "fit_epochs",
+            "max_text_tokens",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -102,6 +119,20 @@ class Settings:
                 raise ValueError(
                     f"synthetic_review_ratings must hold ratings 1-5, got {rating!r}"
                 )
+        if self.event_half_life_s < 0:
+            raise ValueError(f"event_half_life_s must be >= 0 (0 turns decay off), "
+                             f"got {self.event_half_life_s!r}")
+        if not self.text_weight > 0:
+            raise ValueError(f"text_weight must be > 0, got {self.text_weight!r}; set {ENV_PREFIX}TEXT_WEIGHT")
+        if not 0.0 < self.synthetic_text_weight <= 1.0:
+            raise ValueError(f"synthetic_text_weight must be in (0, 1], got {self.synthetic_text_weight!r}; "
+                             f"set {ENV_PREFIX}SYNTHETIC_TEXT_WEIGHT")
+        if self.similar_items_k < 0:
+            raise ValueError(f"similar_items_k must be >= 0 (0 turns similar items off), "
+                             f"got {self.similar_items_k!r}")
+        if self.snapshot_interval_s <= 0 or self.snapshots_kept < 1:
+            raise ValueError(f"snapshot_interval_s must be > 0 and snapshots_kept >= 1, got "
+                             f"{self.snapshot_interval_s!r} and {self.snapshots_kept!r}")
         if self.generator_dir is not None and not Path(self.generator_dir).is_dir():
             raise ValueError(
                 f"generator_dir {self.generator_dir!r} is not a directory; "

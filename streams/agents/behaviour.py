@@ -7,9 +7,10 @@ import logging
 import time
 
 import faust
-import orjson
 
 from models.features import category_tokens
+from models.interaction_batch import decay_weights
+from streams.agents.similar import publish_keyed, similar_items_records
 from streams.deadletter import DeadLetterPolicy
 from streams.schemas import DEFAULT_WEIGHTS, InvalidEvent, parse_user_behaviour
 from streams.settings import Settings
@@ -53,15 +54,17 @@ async def _update_and_publish(batch: list[dict], last_source: dict[str, tuple[st
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
-        recommendations = await loop.run_in_executor(
+        results = await loop.run_in_executor(
             state.recommender_executor, _fit_and_recommend, state, batch, settings)
     except Exception as exc:  # a bad batch must not stop the agent
         logger.exception("recommender update failed events=%d first_event_id=%s error=%s",
                          len(batch), batch[0]["event_id"], exc)
         return
 
+    recommendations, similar = results
     model_version = state.recommender.version
     produced_at_ms = int(time.time() * 1000)
+    records = []
     for user_id, items in recommendations.items():
         record_version, last_event_id, based_on_events = last_source[user_id]
         record = {
@@ -73,30 +76,54 @@ async def _update_and_publish(batch: list[dict], last_source: dict[str, tuple[st
             "record_version": record_version,
             "produced_at_ms": produced_at_ms,
         }
-        fut = await topics.recommendations.send(key=user_id.encode(), value=orjson.dumps(record))
-        await fut
-    logger.info("recommender batch events=%d users=%d model_version=%s elapsed_s=%.2f",
-                len(batch), len(recommendations), model_version, time.perf_counter() - started)
+        records.append(record)
+    await publish_keyed(topics.recommendations, records, key_field="user_id")
+    await publish_keyed(topics.similar_items,
+                        similar_items_records(similar, model_version=model_version, trigger="behaviour",
+                                              produced_at_ms=produced_at_ms),
+                        key_field="item_id")
+    logger.info("recommender batch events=%d users=%d similar_items=%d model_version=%s elapsed_s=%.2f",
+                len(batch), len(recommendations), len(similar), model_version, time.perf_counter() - started)
 
 
-def _fit_and_recommend(state: WorkerState, batch: list[dict],
-                       settings: Settings) -> dict[str, list[tuple[str, float]]]:
-    """Fit on the micro-batch, then score every item for the users in it."""
+def _fit_and_recommend(state: WorkerState, batch: list[dict], settings: Settings
+                       ) -> tuple[dict[str, list[tuple[str, float]]], dict[str, list[tuple[str, float]]]]:
+    """Fit on the micro-batch, then rank items for its users and neighbours for its items.
+
+    Event weights decay with age before the newest event time seen so far
+    (``settings.event_half_life_s``), so a replayed or late event counts less
+    than a fresh one.
+
+    Returns
+    -------
+    (dict, dict)
+        user_id to top-k (item_id, score), and item_id to its most similar items
+        (empty when ``settings.similar_items_k`` is 0).
+    """
     recommender = state.recommender
-    interactions = []
     for event in batch:
         if event["item_id"] not in recommender.item_index:
             # An item seen in behaviour before its listing: identity and category only.
             tokens = category_tokens(event["category"]) if event.get("category") else []
             recommender.upsert_item(event["item_id"], tokens)
-        weight = event.get("weight") or DEFAULT_WEIGHTS[event["event_type"]]
-        interactions.append((event["user_id"], event["item_id"], float(weight)))
         state.interactions[event["item_id"]] += 1
+    state.watermark_ms = max(state.watermark_ms, max(event["timestamp_ms"] for event in batch))
+    weights = decay_weights(
+        [float(event.get("weight") or DEFAULT_WEIGHTS[event["event_type"]]) for event in batch],
+        [event["timestamp_ms"] for event in batch],
+        reference_ms=state.watermark_ms, half_life_s=settings.event_half_life_s)
+    interactions = [(event["user_id"], event["item_id"], float(weight))
+                    for event, weight in zip(batch, weights.tolist())]
     recommender.fit_partial(interactions, epochs=settings.fit_epochs)
 
-    users = list(dict.fromkeys(event["user_id"] for event in batch))
-    return {user: recommender.recommend(user, k=settings.recommendations_k, exclude_seen=settings.exclude_seen)
-            for user in users}
+    users = [event["user_id"] for event in batch]
+    recommendations = recommender.recommend_many(users, k=settings.recommendations_k,
+                                                 exclude_seen=settings.exclude_seen)
+    similar = {}
+    if settings.similar_items_k > 0:
+        similar = recommender.similar_items_many((event["item_id"] for event in batch),
+                                                 k=settings.similar_items_k)
+    return recommendations, similar
 
 
 def _as_dict(event) -> dict:

@@ -11,7 +11,8 @@ import time
 import faust
 import orjson
 
-from models.features import item_feature_tokens
+from models.features import item_feature_tokens, listing_text_tokens
+from streams.agents.similar import publish_keyed, similar_items_records
 from streams.deadletter import DeadLetterPolicy
 from streams.enrichment import SourceRef, finish_record
 from streams.schemas import InvalidEvent, parse_product_created
@@ -79,14 +80,46 @@ async def _enrich_and_publish(listings: list[dict], sources: list[SourceRef], *,
         logger.info("published listing item_id=%s event_id=%s cold=%s enriched=%s source=%s",
                     out["item_id"], out["event_id"], out["cold"], out["enriched"], out["record_version"])
 
-    await loop.run_in_executor(state.recommender_executor, _upsert_items, state, records)
-    logger.info("batch done listings=%d elapsed_s=%.2f", len(records), time.perf_counter() - started)
+    try:
+        similar = await loop.run_in_executor(state.recommender_executor, _upsert_items, state, records, settings)
+    except Exception as exc:  # the listings are published; the model misses these items
+        logger.exception("recommender upsert failed items=%s error=%s",
+                         [record["item_id"] for record in records], exc)
+        similar = {}
+    if similar:
+        versions = {record["item_id"]: record["record_version"] for record in records}
+        await publish_keyed(topics.similar_items,
+                            similar_items_records(similar, model_version=state.recommender.version,
+                                                  trigger="listing", record_versions=versions),
+                            key_field="item_id")
+    logger.info("batch done listings=%d similar_items=%d elapsed_s=%.2f", len(records), len(similar),
+                time.perf_counter() - started)
 
 
-def _upsert_items(state: WorkerState, records: list[dict]) -> None:
+def item_tokens(record: dict, settings: Settings) -> list:
+    """Return the recommender features of an enriched listing: structured tokens, then text tokens.
+
+    Text tokens come from the title, the description and the reviews. Each weighs
+    ``settings.text_weight``, times ``settings.synthetic_text_weight`` when the
+    text was generated.
+    """
+    tokens: list = list(item_feature_tokens(record))
+    if settings.text_features:
+        text_tokens = listing_text_tokens(record, synthetic_weight=settings.synthetic_text_weight,
+                                          max_tokens=settings.max_text_tokens)
+        tokens.extend((token, weight * settings.text_weight) for token, weight in text_tokens)
+    return tokens
+
+
+def _upsert_items(state: WorkerState, records: list[dict],
+                  settings: Settings) -> dict[str, list[tuple[str, float]]]:
+    """Upsert the listings into the recommender and return the similar items of each."""
     for record in records:
-        tokens = item_feature_tokens(record)
-        state.recommender.upsert_item(record["item_id"], tokens)
+        state.recommender.upsert_item(record["item_id"], item_tokens(record, settings))
+    if settings.similar_items_k == 0:
+        return {}
+    return state.recommender.similar_items_many((record["item_id"] for record in records),
+                                                k=settings.similar_items_k)
 
 
 def _as_dict(listing) -> dict:

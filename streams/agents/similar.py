@@ -1,0 +1,40 @@
+"""Publishing of ``similar-items`` records, shared by the product and behaviour agents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+import faust
+import orjson
+
+logger = logging.getLogger(__name__)
+
+
+def similar_items_records(similar: Mapping[str, list[tuple[str, float]]], *, model_version: str,
+                          trigger: str, record_versions: Mapping[str, str] | None = None,
+                          produced_at_ms: int | None = None) -> list[dict]:
+    """Build ``SimilarItems`` dicts (see ``streams.schemas.SimilarItems``) from ranked neighbours."""
+    produced_at_ms = int(time.time() * 1000) if produced_at_ms is None else produced_at_ms
+    record_versions = record_versions or {}
+    return [
+        {
+            "item_id": item_id,
+            "items": [{"item_id": other, "score": round(float(score), 6)} for other, score in neighbours],
+            "model_version": model_version,
+            "trigger": trigger,
+            "record_version": record_versions.get(item_id),
+            "produced_at_ms": produced_at_ms,
+        }
+        for item_id, neighbours in similar.items()
+    ]
+
+
+async def publish_keyed(topic: faust.TopicT, records: list[dict], *, key_field: str) -> None:
+    """Send records keyed by ``record[key_field]`` and wait until the broker acknowledges all of them."""
+    futures = [await topic.send(key=record[key_field].encode(), value=orjson.dumps(record))
+               for record in records]
+    if futures:
+        await asyncio.gather(*futures)
