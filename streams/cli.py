@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--limit", type=int, help="max events per topic")
     feed.add_argument("--seed", type=int, default=0)
 
+    evaluate = commands.add_parser("evaluate", add_help=False,
+                                   help="cold-start and search experiment on real data "
+                                        "(options: shopsynth evaluate --help)")
+    evaluate.add_argument("evaluate_args", nargs=argparse.REMAINDER)
+
     build = commands.add_parser("build-generator", help="fine-tune the base model and export it to ONNX")
     build.add_argument("--base", default="smollm2")
     build.add_argument("--data", choices=["amazon-gift-cards", "myntra"], default="myntra",
@@ -54,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:
+        from models.evaluate_cli import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = Settings.from_env(bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix,
                                  log_level=args.log_level)

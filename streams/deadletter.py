@@ -9,6 +9,8 @@ import time
 import faust
 import orjson
 
+from streams.schemas import InvalidEvent
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,6 +24,20 @@ class DeadLetterPolicy:
     def __init__(self, *, topic: faust.TopicT) -> None:
         self._topic = topic
         self.count = 0
+
+    async def send_event(self, event: faust.types.EventT, error: Exception) -> None:
+        """Dead-letter a consumed event that failed with ``error``.
+
+        An ``InvalidEvent`` is the expected case; any other error is a bug in
+        the parser, logged with its traceback, and the event is kept the same way.
+        """
+        message = event.message
+        if not isinstance(error, InvalidEvent):
+            logger.error("unexpected error while parsing topic=%s partition=%s offset=%s",
+                         message.topic, message.partition, message.offset, exc_info=error)
+        await self.send(raw=event.value, key=event.key, reason=str(error) or repr(error),
+                        error_type=type(error).__name__, source_topic=message.topic,
+                        partition=message.partition, offset=message.offset)
 
     async def send(self, *, raw: bytes | None, reason: str, error_type: str,
                    source_topic: str, partition: int | None, offset: int | None,

@@ -12,7 +12,7 @@ from models.features import category_tokens
 from models.interaction_batch import decay_weights
 from streams.agents.similar import publish_keyed, similar_items_records
 from streams.deadletter import DeadLetterPolicy
-from streams.schemas import DEFAULT_WEIGHTS, InvalidEvent, parse_user_behaviour
+from streams.schemas import DEFAULT_WEIGHTS, parse_user_behaviour
 from streams.settings import Settings
 from streams.state import WorkerState
 from streams.topics import Topics
@@ -33,10 +33,8 @@ def register_behaviour_agent(app: faust.App, *, topics: Topics, state: WorkerSta
                 message = event.message
                 try:
                     behaviour = parse_user_behaviour(event.value, max_bytes=settings.max_event_bytes)
-                except InvalidEvent as exc:
-                    await dead_letter.send(raw=event.value, key=event.key, reason=str(exc),
-                                           error_type=type(exc).__name__, source_topic=message.topic,
-                                           partition=message.partition, offset=message.offset)
+                except Exception as exc:  # InvalidEvent or a parser bug: dead-letter it, go on
+                    await dead_letter.send_event(event, exc)
                     continue
                 record = _as_dict(behaviour)
                 batch.append(record)

@@ -15,7 +15,7 @@ from models.features import item_feature_tokens, listing_text_tokens
 from streams.agents.similar import publish_keyed, similar_items_records
 from streams.deadletter import DeadLetterPolicy
 from streams.enrichment import SourceRef, finish_record
-from streams.schemas import InvalidEvent, parse_product_created
+from streams.schemas import parse_product_created
 from streams.settings import Settings
 from streams.state import WorkerState
 from streams.topics import Topics
@@ -38,10 +38,8 @@ def register_product_agent(app: faust.App, *, topics: Topics, state: WorkerState
                                    timestamp_ms=int(message.timestamp * 1000))
                 try:
                     listing = parse_product_created(event.value, max_bytes=settings.max_event_bytes)
-                except InvalidEvent as exc:
-                    await dead_letter.send(raw=event.value, key=event.key, reason=str(exc),
-                                           error_type=type(exc).__name__, source_topic=message.topic,
-                                           partition=message.partition, offset=message.offset)
+                except Exception as exc:  # InvalidEvent or a parser bug: dead-letter it, go on
+                    await dead_letter.send_event(event, exc)
                     continue
                 listings.append(_as_dict(listing))
                 sources.append(source)
