@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import logging
-import time
 
 import faust
-import orjson
 
-from streams.schemas import InvalidEvent
+from streams.schemas import DeadLetter, InvalidEvent, to_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -17,44 +14,38 @@ logger = logging.getLogger(__name__)
 class DeadLetterPolicy:
     """Send an event that cannot be processed to the dead-letter topic.
 
-    The record keeps the original bytes (base64) so that the event can be
-    fixed and replayed, and the agent goes on with the next event.
+    The record keeps the original bytes (base64, cut at ``max_original_bytes``)
+    so that the event can be fixed and replayed, and the agent goes on with
+    the next event.
     """
 
-    def __init__(self, *, topic: faust.TopicT) -> None:
+    def __init__(self, *, topic: faust.TopicT, max_original_bytes: int = 256 * 1024) -> None:
         self._topic = topic
+        self._max_original_bytes = max_original_bytes
         self.count = 0
 
     async def send_event(self, event: faust.types.EventT, error: Exception) -> None:
         """Dead-letter a consumed event that failed with ``error``.
 
-        An ``InvalidEvent`` is the expected case; any other error is a bug in
-        the parser, logged with its traceback, and the event is kept the same way.
+        An ``InvalidEvent`` is the expected case. Any other error is a bug in
+        the parser: it is logged with its traceback and the event is kept the same way.
         """
         message = event.message
         if not isinstance(error, InvalidEvent):
             logger.error("unexpected error while parsing topic=%s partition=%s offset=%s",
                          message.topic, message.partition, message.offset, exc_info=error)
-        await self.send(raw=event.value, key=event.key, reason=str(error) or repr(error),
-                        error_type=type(error).__name__, source_topic=message.topic,
-                        partition=message.partition, offset=message.offset)
-
-    async def send(self, *, raw: bytes | None, reason: str, error_type: str,
-                   source_topic: str, partition: int | None, offset: int | None,
-                   key: bytes | None = None) -> None:
-        record = {
-            "reason": reason,
-            "error_type": error_type,
-            "source_topic": source_topic,
-            "partition": partition,
-            "offset": offset,
-            "original_key": base64.b64encode(key).decode("ascii") if key else None,
-            "original_bytes": base64.b64encode(raw or b"").decode("ascii"),
-            "failed_at_ms": int(time.time() * 1000),
-        }
-        dead_letter_key = f"{source_topic}:{partition}:{offset}".encode()
-        fut = await self._topic.send(key=dead_letter_key, value=orjson.dumps(record))
-        await fut
+        record = DeadLetter.from_error(error, raw=event.value, key=event.key, source_topic=message.topic,
+                                       partition=message.partition, offset=message.offset,
+                                       max_original_bytes=self._max_original_bytes)
+        dead_letter_key = f"{message.topic}:{message.partition}:{message.offset}".encode()
+        try:
+            fut = await self._topic.send(key=dead_letter_key, value=to_bytes(record))
+            await fut
+        except Exception as exc:  # the agent must go on; the log line keeps the ids
+            logger.error("dead-letter send failed topic=%s partition=%s offset=%s size=%s sha256=%s "
+                         "reason=%s error=%r", message.topic, message.partition, message.offset,
+                         record.original_size, record.original_sha256, record.reason, exc)
+            return
         self.count += 1
         logger.warning("dead-lettered topic=%s partition=%s offset=%s error_type=%s reason=%s",
-                       source_topic, partition, offset, error_type, reason)
+                       message.topic, message.partition, message.offset, record.error_type, record.reason)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import math
 import re
 import time
@@ -229,21 +230,35 @@ class DeadLetter:
     original_key: str | None = None  # base64 of the raw message key
     field_name: str | None = None  # the invalid field, when known
     failed_at_ms: int = field(default_factory=now_ms)
+    original_size: int | None = None  # bytes in the raw message value
+    original_sha256: str | None = None  # hex digest of the whole raw value
+    original_truncated: bool = False  # True when original_bytes keeps only a prefix
 
     @classmethod
     def from_error(cls, error: BaseException, *, raw: bytes | None, source_topic: str,
-                   partition: int | None, offset: int | None,
-                   key: bytes | None = None) -> DeadLetter:
-        """Build the record for ``raw`` that failed with ``error``."""
+                   partition: int | None, offset: int | None, key: bytes | None = None,
+                   max_original_bytes: int = 256 * 1024) -> DeadLetter:
+        """Build the record for ``raw`` that failed with ``error``.
+
+        A value longer than ``max_original_bytes`` keeps only its prefix, so
+        that the record (base64 grows it by a third) stays under the broker's
+        message size limit. ``original_size`` and ``original_sha256`` always
+        describe the whole value.
+        """
+        value = bytes(raw or b"")
+        kept = value[:max_original_bytes]
         return cls(
-            reason=str(error),
+            reason=str(error) or repr(error),
             error_type=type(error).__name__,
             source_topic=source_topic,
             partition=partition,
             offset=offset,
-            original_bytes=base64.b64encode(raw or b"").decode("ascii"),
-            original_key=base64.b64encode(key).decode("ascii") if key is not None else None,
+            original_bytes=base64.b64encode(kept).decode("ascii"),
+            original_key=base64.b64encode(key[:1024]).decode("ascii") if key is not None else None,
             field_name=getattr(error, "field", None),
+            original_size=len(value),
+            original_sha256=hashlib.sha256(value).hexdigest(),
+            original_truncated=len(kept) < len(value),
         )
 
     def original_value(self) -> bytes:

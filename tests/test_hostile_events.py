@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import hashlib
 import os
 import subprocess
 import sys
@@ -59,6 +60,9 @@ def test_hostile_events_dead_lettered(kafka_bootstrap, topic_prefix, tmp_path):
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         events = hostile_events()
+        # Close to the broker's 1 MB limit: the dead-letter record must keep only a prefix.
+        huge = b'{"event_id": "' + b"h" * 900_000 + b'"}'
+        events.append((PRODUCT, huge, "huge payload"))
         sentinel_product = {**VALID_PRODUCT, "event_id": "sentinel-p", "item_id": "sentinel-item",
                             "created_at_ms": int(time.time() * 1000)}
         sentinel_behaviour = {**VALID_BEHAVIOUR, "event_id": "sentinel-b", "user_id": "sentinel-user",
@@ -77,9 +81,12 @@ def test_hostile_events_dead_lettered(kafka_bootstrap, topic_prefix, tmp_path):
 
         dead = collected.records[topics[0]]
         assert len(dead) == len(events)
-        expected = collections.Counter(raw or b"" for _, raw, _ in events)
+        expected = collections.Counter((raw or b"")[:256 * 1024] for _, raw, _ in events)
         received = collections.Counter(base64.b64decode(record["original_bytes"]) for record in dead)
         assert received == expected
+        [truncated] = [record for record in dead if record["original_truncated"]]
+        assert truncated["original_size"] == len(huge)
+        assert truncated["original_sha256"] == hashlib.sha256(huge).hexdigest()
         assert all(record["reason"] for record in dead)
         assert all(record["error_type"] == "InvalidEvent" for record in dead)
         # The valid events sent after the hostile ones came through.
