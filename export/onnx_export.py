@@ -1,17 +1,22 @@
-"""Export a causal LM checkpoint to one ONNX decoder graph with a key/value cache.
+"""Export a causal LM checkpoint to ONNX decoder graphs with a key/value cache.
 
 Graph interface (L layers, K key/value heads, D head size, B batch, S new tokens,
 P past tokens):
 
 * inputs: ``input_ids`` (B, S) int64, ``attention_mask`` (B, P + S) int64,
-  ``position_ids`` (B, S) int64, ``past_key_values.{i}.key`` and
-  ``past_key_values.{i}.value`` (B, K, P, D) float32 for i in 0..L-1.
-* outputs: ``logits`` (B, S, vocab) float32, ``present.{i}.key`` and
-  ``present.{i}.value`` (B, K, P + S, D).
+  ``position_ids`` (B, S) int64, ``num_logits_to_keep`` () int64 in 1..S,
+  ``past_key_values.{i}.key`` and ``past_key_values.{i}.value`` (B, K, P, D)
+  for i in 0..L-1.
+* outputs: ``logits`` (B, num_logits_to_keep, vocab) for the last positions,
+  ``present.{i}.key`` and ``present.{i}.value`` (B, K, P + S, D).
 
-One graph serves both prefill and decode. It is traced with a dummy past of
-length 1, and P = 0 (prefill with empty past tensors) is checked against PyTorch
-with onnxruntime right after export, so a broken empty-past path fails the export.
+One graph serves both prefill and decode. ``num_logits_to_keep`` = 1 skips the
+vocabulary projection of all but the last prompt token during prefill, which is
+what ``transformers`` generate does too. The graph is traced with a dummy past
+of length 1, and past lengths 0 and 1 are checked against PyTorch with
+onnxruntime right after export, so a broken prefill or decode path fails the
+export. The int8 and fp16 variants (see :mod:`export.variants`) are derived
+from the fp32 graph and checked the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +36,9 @@ import torch
 logger = logging.getLogger(__name__)
 
 # Bump when the graph interface or export settings change: it is part of generator_version.
-EXPORT_CODE_VERSION = "1"
+EXPORT_CODE_VERSION = "2"
 PARITY_TOLERANCE = 1e-3
+DEFAULT_VARIANTS = ("fp32", "int8", "fp16")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -46,21 +53,24 @@ class FlatCacheDecoder(torch.nn.Module):
     """Wrap a causal LM so that its cache goes in and out as flat tensors.
 
     transformers 5 models take ``past_key_values`` as a ``DynamicCache`` object,
-    which ``torch.onnx.export`` cannot trace as a graph input.
+    which ``torch.onnx.export`` cannot trace as a graph input. The decoder stack and
+    the output projection are called separately, so that only the last
+    ``num_logits_to_keep`` positions are projected to the vocabulary.
     """
 
     def __init__(self, model: torch.nn.Module, num_layers: int):
         super().__init__()
-        self.model = model
+        self.decoder = model.get_decoder()
+        self.lm_head = model.get_output_embeddings()
         self.num_layers = num_layers
 
-    def forward(self, input_ids, attention_mask, position_ids, *past_flat):
+    def forward(self, input_ids, attention_mask, position_ids, num_logits_to_keep, *past_flat):
         from transformers import DynamicCache
 
         cache = DynamicCache(
             ddp_cache_data=[(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(self.num_layers)]
         )
-        output = self.model(
+        output = self.decoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -68,10 +78,13 @@ class FlatCacheDecoder(torch.nn.Module):
             use_cache=True,
             return_dict=True,
         )
+        hidden = output.last_hidden_state  # (B, S, C)
+        # A tensor start traces to a Slice with a dynamic start, so the count stays a graph input.
+        logits = self.lm_head(hidden[:, hidden.shape[1] - num_logits_to_keep:, :])
         present = []
         for layer in output.past_key_values.layers:
             present.extend((layer.keys, layer.values))
-        return (output.logits, *present)
+        return (logits, *present)
 
 
 def file_sha256(paths: list[Path]) -> str:
@@ -86,7 +99,7 @@ def file_sha256(paths: list[Path]) -> str:
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     """Return the graph input names and output names for ``num_layers`` layers."""
-    inputs = ["input_ids", "attention_mask", "position_ids"]
+    inputs = ["input_ids", "attention_mask", "position_ids", "num_logits_to_keep"]
     outputs = ["logits"]
     for i in range(num_layers):
         inputs += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
@@ -99,7 +112,7 @@ def _dynamic_axes(num_layers: int) -> dict[str, dict[int, str]]:
         "input_ids": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "total_sequence"},
         "position_ids": {0: "batch", 1: "sequence"},
-        "logits": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch", 1: "kept_sequence"},
     }
     for i in range(num_layers):
         for kind in ("key", "value"):
@@ -116,45 +129,118 @@ def _random_past(num_layers: int, batch: int, kv_heads: int, past_length: int, h
     ]
 
 
-def _check_empty_past(model_path: Path, wrapper: FlatCacheDecoder, shape: dict) -> float:
-    """Run prefill with past length 0 in onnxruntime (CPU) and return max |ONNX - torch| of the logits."""
+# (batch, new tokens, past length, left padding of row 0) of the post-export checks.
+CHECK_CASES = ((2, 5, 0, 2), (1, 4, 0, 0), (1, 1, 1, 0), (3, 1, 1, 0), (2, 3, 4, 1))
+
+
+# Listing-like text for the checks. Random token ids give flat, near-tied logits,
+# on which int8 rounding flips the argmax far more often than on text.
+CHECK_TEXT = (
+    "Title: Slim fit cotton shirt. Brand: Northfold. Category: Men > Shirts. Colour: navy blue. "
+    "Price: 24.99 USD. Description: A breathable cotton shirt with a button-down collar, "
+    "a chest pocket and a tailored cut that works for the office and for weekends."
+)
+
+
+def _check_token_ids(checkpoint_dir: Path, vocab_size: int) -> torch.Tensor:
+    """Token ids of :data:`CHECK_TEXT`, or random ids when the checkpoint has no tokenizer."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
+    except (OSError, ValueError) as error:
+        logger.warning("no tokenizer in %s (%s); export checks use random token ids", checkpoint_dir, error)
+        return torch.randint(3, vocab_size, (64,), generator=torch.Generator().manual_seed(0))
+    return torch.tensor(tokenizer(CHECK_TEXT, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+def _check_inputs(case: tuple[int, int, int, int], shape: dict, token_ids: torch.Tensor, *, seed: int):
+    batch, sequence, past_length, padding = case
+    # Row r reads the text from token 5 * r + seed on, wrapping around.
+    starts = torch.arange(batch)[:, None] * 5 + seed
+    input_ids = token_ids[(starts + torch.arange(sequence)[None, :]) % len(token_ids)]
+    attention_mask = torch.ones(batch, past_length + sequence, dtype=torch.long)
+    attention_mask[0, :padding] = 0
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, past_length:]
+    past = _random_past(shape["num_layers"], batch, shape["num_key_value_heads"], past_length, shape["head_dim"],
+                        seed=seed)
+    return input_ids, attention_mask, position_ids, past
+
+
+def check_graph(
+    model_path: Path, wrapper: FlatCacheDecoder, shape: dict, token_ids: torch.Tensor, *, variant: str = "fp32"
+) -> dict:
+    """Run ``model_path`` in onnxruntime (CPU) on :data:`CHECK_CASES` and compare its logits with PyTorch.
+
+    The cases cover past lengths 0 and 1 and more, batch 1 and several rows, and a
+    left-padded row. Inputs are windows of ``token_ids``, and the past is random. Logits of every position are kept, and padded positions
+    (which attend to nothing real) are left out of the comparison.
+
+    Returns
+    -------
+    dict
+        :func:`export.variants.logits_agreement` over all cases plus ``cases``.
+    """
     import onnxruntime as ort
 
-    input_ids = torch.tensor([[1, 17, 42, 7, 99], [0, 0, 5, 8, 13]], dtype=torch.long) % shape["vocab_size"]
-    attention_mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], dtype=torch.long)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    past = _random_past(shape["num_layers"], 2, shape["num_key_value_heads"], 0, shape["head_dim"], seed=0)
-    with torch.no_grad():
-        expected = wrapper(input_ids, attention_mask, position_ids, *past)[0].numpy()
+    from export.variants import logits_agreement, numpy_dtype
 
+    dtype = numpy_dtype(variant)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     input_names, _ = io_names(shape["num_layers"])
-    feed = dict(zip(input_names, [input_ids.numpy(), attention_mask.numpy(), position_ids.numpy()]))
-    feed.update({name: tensor.numpy() for name, tensor in zip(input_names[3:], past)})
-    actual = session.run(["logits"], feed)[0]
-    # Left-padded positions attend to nothing real, so only compare real tokens.
-    real = attention_mask.numpy().astype(bool)
-    return float(np.abs(actual[real] - expected[real]).max())
+    actual_rows, expected_rows = [], []
+    for index, case in enumerate(CHECK_CASES):
+        input_ids, attention_mask, position_ids, past = _check_inputs(case, shape, token_ids, seed=index)
+        keep = torch.tensor(input_ids.shape[1], dtype=torch.long)
+        with torch.no_grad():
+            expected = wrapper(input_ids, attention_mask, position_ids, keep, *past)[0].numpy()
+        feed = dict(zip(input_names, [input_ids.numpy(), attention_mask.numpy(), position_ids.numpy(), keep.numpy()]))
+        feed.update({name: tensor.numpy().astype(dtype) for name, tensor in zip(input_names[4:], past)})
+        actual = session.run(["logits"], feed)[0].astype(np.float32)
+        real = attention_mask.numpy()[:, -input_ids.shape[1]:].astype(bool)
+        actual_rows.append(actual[real])
+        expected_rows.append(expected[real])
+    result = logits_agreement(np.concatenate(actual_rows), np.concatenate(expected_rows))
+    result["cases"] = [list(case) for case in CHECK_CASES]
+    return result
+
+
+def _tokenizer_record(output_dir: Path) -> dict:
+    files = [name for name in TOKENIZER_FILES if (output_dir / name).is_file()]
+    return {"files": files, "sha256": file_sha256([output_dir / name for name in files]) if files else None}
 
 
 def export_decoder(
-    checkpoint_dir: Path, output_dir: Path, *, opset: int = 17, check_tolerance: float = PARITY_TOLERANCE
+    checkpoint_dir: Path,
+    output_dir: Path,
+    *,
+    opset: int = 17,
+    check_tolerance: float = PARITY_TOLERANCE,
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    int8_method: str = "blockwise",
 ) -> Path:
-    """Export a causal LM checkpoint to ``model.onnx`` with tokenizer files and a manifest.
+    """Export a causal LM checkpoint to ONNX decoder graphs with tokenizer files and a manifest.
 
     Parameters
     ----------
     checkpoint_dir : Path
         HF checkpoint directory with ``*.safetensors`` weights and tokenizer files.
     output_dir : Path
-        Directory for ``model.onnx``, the tokenizer files and ``manifest.json``.
+        Directory for ``model.onnx`` (fp32), the other variants' graphs, the
+        tokenizer files and ``manifest.json``.
     opset : int
         ONNX opset version.
     check_tolerance : float
         Maximum allowed absolute logits difference between onnxruntime (CPU) and
-        PyTorch on a prefill with past length 0.
+        PyTorch for the fp32 graph on the post-export checks (past lengths 0 and 1,
+        batch 1 and several rows).
+    variants : sequence of str
+        Variants to write, from ``export.variants.VARIANT_FILES``; fp32 is always
+        written because the others derive from it.
+    int8_method : str
+        ``"blockwise"`` or ``"dynamic"``; see ``export.variants.quantize_int8``.
 
     Returns
     -------
@@ -166,11 +252,24 @@ def export_decoder(
     FileNotFoundError
         If ``checkpoint_dir`` has no safetensors weights.
     RuntimeError
-        If the exported graph does not match PyTorch within ``check_tolerance``.
+        If a graph does not match PyTorch within its tolerance (``check_tolerance``
+        for fp32, ``export.variants.EXPORT_CHECK_TOLERANCES`` for the others). These
+        are loose limits that catch broken graphs; ``export.parity`` applies the
+        documented tolerances on real prompts.
     """
     from transformers import AutoModelForCausalLM
 
+    from export.variants import (
+        EXPORT_CHECK_TOLERANCES,
+        VARIANT_DTYPES,
+        VARIANT_FILES,
+        check_variant_name,
+        within_tolerance,
+        write_variant,
+    )
+
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
+    variants = ["fp32"] + [check_variant_name(name) for name in variants if name != "fp32"]
     weight_files = sorted(checkpoint_dir.glob("*.safetensors"))
     if not weight_files:
         raise FileNotFoundError(f"no *.safetensors weights in {checkpoint_dir}; save the checkpoint with safetensors")
@@ -197,16 +296,17 @@ def export_decoder(
         torch.ones(batch, sequence, dtype=torch.long),
         torch.ones(batch, past_length + sequence, dtype=torch.long),
         torch.arange(past_length, past_length + sequence).repeat(batch, 1),
+        torch.tensor(2, dtype=torch.long),
         *_random_past(shape["num_layers"], batch, shape["num_key_value_heads"], past_length, shape["head_dim"], seed=0),
     )
     output_dir.mkdir(parents=True, exist_ok=True)
-    model_path = output_dir / "model.onnx"
+    model_path = output_dir / VARIANT_FILES["fp32"]
     logger.info("exporting %s to %s (opset %d, %d layers)", checkpoint_dir, model_path, opset, shape["num_layers"])
     with torch.no_grad(), warnings.catch_warnings():
         # Tracing warns about Python bools and constants in the cache and mask code.
         # The branches they fix hold for every input that the runtime feeds (full-length
-        # attention mask, no negative indices), and the empty-past check below runs
-        # the graph on a shape other than the traced one.
+        # attention mask, no negative indices), and the post-export checks run the
+        # graph on shapes other than the traced one.
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
@@ -225,11 +325,31 @@ def export_decoder(
             dynamo=False,
         )
 
-    max_abs_diff = _check_empty_past(model_path, wrapper, shape)
-    if not max_abs_diff <= check_tolerance:
-        raise RuntimeError(
-            f"exported {model_path} differs from PyTorch by {max_abs_diff:.3g} at past length 0 "
-            f"(tolerance {check_tolerance}); the graph is not usable for prefill"
+    token_ids = _check_token_ids(checkpoint_dir, shape["vocab_size"])
+    variant_records = {}
+    for variant in variants:
+        path = write_variant(output_dir, variant, int8_method=int8_method)
+        check = check_graph(path, wrapper, shape, token_ids, variant=variant)
+        tolerance = dict(EXPORT_CHECK_TOLERANCES[variant])
+        if variant == "fp32":
+            tolerance["max_abs_diff"] = check_tolerance
+        if not within_tolerance(check, variant, tolerances={variant: tolerance}):
+            raise RuntimeError(
+                f"exported {path} ({variant}) differs from PyTorch: max abs diff {check['max_abs_diff']:.3g}, "
+                f"top-1 agreement {check['top1_agreement']:.3f}, tolerance {tolerance}; "
+                "the graph is not usable for generation"
+            )
+        variant_records[variant] = {
+            "file": path.name,
+            "dtype": VARIANT_DTYPES[variant],
+            "size_bytes": path.stat().st_size,
+            "int8_method": int8_method if variant == "int8" else None,
+            "export_check": check,
+            "tolerance": tolerance,
+        }
+        logger.info(
+            "checked %s variant %s: max abs diff %.3g, top-1 agreement %.3f over %d positions",
+            output_dir, variant, check["max_abs_diff"], check["top1_agreement"], check["positions"],
         )
 
     for name in TOKENIZER_FILES:
@@ -241,9 +361,13 @@ def export_decoder(
     eos_ids = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     manifest = {
         "generator_version": hashlib.sha256(version_key.encode()).hexdigest()[:12],
+        "source_checkpoint": str(checkpoint_dir.resolve()),
         "source_checkpoint_sha256": checkpoint_sha256,
+        "tokenizer": _tokenizer_record(output_dir),
         "opset": opset,
         "export_code_version": EXPORT_CODE_VERSION,
+        "exported_with": {"torch": torch.__version__, "transformers": _package_version("transformers"),
+                          "onnx": _package_version("onnx"), "onnxruntime": _package_version("onnxruntime")},
         "model_type": config.model_type,
         **shape,
         "eos_token_ids": [int(token_id) for token_id in eos_ids if token_id is not None],
@@ -252,11 +376,23 @@ def export_decoder(
         "dtype": "float32",
         "input_names": input_names,
         "output_names": output_names,
-        "empty_past_max_abs_diff": max_abs_diff,
+        "empty_past_max_abs_diff": variant_records["fp32"]["export_check"]["max_abs_diff"],
+        "variants": variant_records,
     }
     (output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     logger.info(
-        "exported %s in %.1f s (generator_version %s, empty-past max abs diff %.2g)",
-        model_path, time.perf_counter() - started_s, manifest["generator_version"], max_abs_diff,
+        "exported %s in %.1f s (generator_version %s, variants %s)",
+        output_dir, time.perf_counter() - started_s, manifest["generator_version"], ", ".join(variants),
     )
     return output_dir
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for candidate in (name, f"{name}-gpu"):
+        try:
+            return version(candidate)
+        except PackageNotFoundError:
+            continue
+    return None

@@ -1,145 +1,32 @@
 """Batched text generation with an exported ONNX decoder and onnxruntime.
 
-The decoder graph comes from :func:`export.onnx_export.export_decoder`. Prompts
-are left-padded into one batch, the prompt is run once (prefill), and each
-following step feeds one token per row together with the key/value cache that
-the previous step returned. Rows stop independently at EOS.
+The decoder graphs come from :func:`export.onnx_export.export_decoder`. Prompts
+are left-padded into one batch, the prompt is run once (prefill, projecting only
+the last position to the vocabulary), and each following step feeds one token
+per row together with the key/value cache that the previous step returned. The
+cache is passed between steps as onnxruntime values through IO binding, so on
+CUDA it stays on the device. Rows stop independently at EOS.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import io
 import json
 import logging
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from export.sampling import apply_repetition_penalty, sample_tokens
+from export.session import CPU_PROVIDER, CUDA_PROVIDER, create_session, cuda_driver_loadable
+
 logger = logging.getLogger(__name__)
 
-CUDA_PROVIDER = "CUDAExecutionProvider"
-CPU_PROVIDER = "CPUExecutionProvider"
-# onnxruntime's default log severity (2 = warning). A CUDA session attempt resets the
-# default logger to it, because onnxruntime offers no getter for the current value.
-ORT_DEFAULT_LOG_SEVERITY = 2
-ORT_ERROR_LOG_SEVERITY = 3
-ORT_FATAL_LOG_SEVERITY = 4
-
-
-def _cuda_driver_loadable() -> bool:
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    return True
-
-
-def _session_options(intra_op_num_threads: int) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # 0 lets onnxruntime use one thread per physical core.
-    options.intra_op_num_threads = intra_op_num_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = ORT_ERROR_LOG_SEVERITY
-    return options
-
-
-def create_session(
-    model_path: Path, *, providers: Sequence[str] | None = None, intra_op_num_threads: int = 0
-) -> ort.InferenceSession:
-    """Create an inference session, falling back to CPU with one warning when CUDA is unusable.
-
-    onnxruntime-gpu on a machine without CUDA libraries or a GPU driver logs a raw
-    library-load error for the CUDA provider and silently runs on CPU. That error is
-    suppressed here (default logger severity raised to fatal while the session is
-    created) and replaced by one warning line.
-    """
-    model_path = Path(model_path)
-    available = ort.get_available_providers()
-    if providers is None:
-        requested = [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in available else [CPU_PROVIDER]
-    else:
-        requested = list(providers)
-        unknown = [name for name in requested if name not in available]
-        if unknown:
-            raise ValueError(f"execution providers {unknown} are not available; onnxruntime lists {available}")
-
-    options = _session_options(intra_op_num_threads)
-    if CUDA_PROVIDER in requested and not _cuda_driver_loadable():
-        logger.warning(
-            "CUDA execution provider unusable for %s (no CUDA driver libcuda.so.1); running on CPU", model_path
-        )
-        requested = [name for name in requested if name != CUDA_PROVIDER] or [CPU_PROVIDER]
-    if CUDA_PROVIDER not in requested:
-        return ort.InferenceSession(str(model_path), options, providers=requested)
-
-    # preload_dlls loads CUDA and cuDNN from the nvidia-* wheels when present. It
-    # reports problems with print(), which is captured and logged at debug level.
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(captured):
-            ort.preload_dlls()
-    except OSError as error:
-        logger.debug("onnxruntime preload_dlls failed for %s: %s", model_path, error)
-    if captured.getvalue().strip():
-        logger.debug("onnxruntime preload_dlls output: %s", captured.getvalue().strip())
-    ort.set_default_logger_severity(ORT_FATAL_LOG_SEVERITY)
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=requested)
-    finally:
-        ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
-    if session.get_providers()[0] != CUDA_PROVIDER:
-        logger.warning(
-            "CUDA execution provider unusable for %s (CUDA or cuDNN libraries failed to load); running on CPU",
-            model_path,
-        )
-    return session
-
-
-def _apply_repetition_penalty(logits: np.ndarray, seen: list[set[int]], penalty: float) -> None:
-    """Penalise already seen tokens in place, as in CTRL: divide positive logits, multiply negative ones."""
-    for row, tokens in enumerate(seen):
-        if not tokens:
-            continue
-        index = np.fromiter(tokens, dtype=np.int64)
-        values = logits[row, index]
-        logits[row, index] = np.where(values > 0, values / penalty, values * penalty)
-
-
-def _sample(
-    logits: np.ndarray, *, temperature: float, top_k: int, top_p: float, generators: list[np.random.Generator]
-) -> np.ndarray:
-    """Sample one token per row from ``logits`` (B, V) after temperature, top-k and top-p filtering."""
-    scaled = logits.astype(np.float64) / temperature
-    if 0 < top_k < scaled.shape[-1]:
-        kth = np.partition(scaled, -top_k, axis=-1)[:, -top_k][:, None]
-        scaled = np.where(scaled < kth, -np.inf, scaled)
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    probs = np.exp(scaled)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    if top_p < 1.0:
-        order = np.argsort(-probs, axis=-1, kind="stable")
-        sorted_probs = np.take_along_axis(probs, order, axis=-1)
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-        remove = np.cumsum(sorted_probs, axis=-1) - sorted_probs >= top_p
-        sorted_probs[remove] = 0.0
-        probs = np.zeros_like(probs)
-        np.put_along_axis(probs, order, sorted_probs, axis=-1)
-        probs /= probs.sum(axis=-1, keepdims=True)
-    tokens = np.empty(len(probs), dtype=np.int64)
-    for row, generator in enumerate(generators):
-        cumulative = np.cumsum(probs[row])
-        tokens[row] = min(int(np.searchsorted(cumulative, generator.random() * cumulative[-1], side="right")),
-                          len(cumulative) - 1)
-    return tokens
+LEGACY_VARIANTS = {"fp32": {"file": "model.onnx", "dtype": "float32"}}
 
 
 class OnnxGenerator:
@@ -148,23 +35,36 @@ class OnnxGenerator:
     Parameters
     ----------
     model_dir : Path
-        Directory written by ``export_decoder``: ``model.onnx``, ``manifest.json`` and
-        tokenizer files.
+        Directory written by ``export_decoder``: ``model.onnx`` and the other variants'
+        graphs, ``manifest.json`` and tokenizer files.
     providers : sequence of str or None
         onnxruntime execution providers. None picks CUDA when it is usable, else CPU.
     intra_op_num_threads : int
-        onnxruntime intra-op threads; 0 uses onnxruntime's default (one per physical core).
+        onnxruntime intra-op threads; 0 uses one per physical core.
+    variant : str or None
+        Graph variant from the manifest: ``"fp32"``, ``"int8"`` (CPU) or ``"fp16"``
+        (CUDA). None picks fp16 when CUDA is requested and the export has it, else
+        fp32. When an fp16 session falls back to CPU, fp32 is loaded instead, with
+        a warning, unless fp16 was requested explicitly.
 
     Attributes
     ----------
     version : str
-        ``generator_version`` from the manifest.
+        ``generator_version`` from the manifest, with ``-<variant>`` appended for
+        variants other than fp32 because their text differs.
     provider : str
         Execution provider that runs the graph.
+    variant : str
+        Graph variant that runs.
     """
 
     def __init__(
-        self, model_dir: Path, *, providers: Sequence[str] | None = None, intra_op_num_threads: int = 0
+        self,
+        model_dir: Path,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_num_threads: int = 0,
+        variant: str | None = None,
     ):
         from transformers import AutoTokenizer
 
@@ -173,7 +73,6 @@ class OnnxGenerator:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{manifest_path} not found; export the model with export.onnx_export.export_decoder")
         self.manifest = json.loads(manifest_path.read_text())
-        self.version: str = self.manifest["generator_version"]
         self.num_layers: int = self.manifest["num_layers"]
         self.num_key_value_heads: int = self.manifest["num_key_value_heads"]
         self.head_dim: int = self.manifest["head_dim"]
@@ -181,33 +80,84 @@ class OnnxGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         pad_id = self.manifest.get("pad_token_id")
         self.pad_token_id: int = pad_id if pad_id is not None else min(self.eos_token_ids)
+        self._input_names = list(self.manifest["input_names"])
+        self._past_names = [name for name in self._input_names if name.startswith("past_key_values.")]
+        self._present_names = [name for name in self.manifest["output_names"] if name.startswith("present.")]
+        # Exports before the num_logits_to_keep input always return logits for every position.
+        self._has_logits_count = "num_logits_to_keep" in self._input_names
+        self.variants: dict = self.manifest.get("variants") or LEGACY_VARIANTS
 
+        # Without a CUDA driver the session falls back to CPU (create_session logs why), so
+        # fp32 is chosen up front. fp16 on CPU runs through casts and is only for checks.
+        cuda_requested = CUDA_PROVIDER in (providers if providers is not None else ort.get_available_providers())
+        cuda_requested = cuda_requested and cuda_driver_loadable()
+        if variant is None:
+            variant = "fp16" if cuda_requested and "fp16" in self.variants else "fp32"
+            explicit = False
+        else:
+            explicit = True
+        self.variant = self._check_variant(variant)
         self.session = create_session(
-            self.model_dir / "model.onnx", providers=providers, intra_op_num_threads=intra_op_num_threads
+            self._variant_path(self.variant), providers=providers, intra_op_num_threads=intra_op_num_threads
         )
         self.provider: str = self.session.get_providers()[0]
+        if self.variant == "fp16" and self.provider != CUDA_PROVIDER and not explicit:
+            logger.warning(
+                "fp16 variant of %s needs CUDA but the session runs on %s; loading the fp32 variant instead",
+                self.model_dir, self.provider,
+            )
+            self.variant = "fp32"
+            self.session = create_session(
+                self._variant_path("fp32"), providers=[CPU_PROVIDER], intra_op_num_threads=intra_op_num_threads
+            )
+            self.provider = self.session.get_providers()[0]
+        self.cache_dtype = np.dtype(self.variants[self.variant].get("dtype", "float32"))
+        generator_version = self.manifest["generator_version"]
+        self.version: str = generator_version if self.variant == "fp32" else f"{generator_version}-{self.variant}"
         # NOTE: only the CPU path has been run. On CUDA the cache stays on the GPU through
         # IO binding, and that path, including zero-length past tensors, is untested.
         self._device = "cuda" if self.provider == CUDA_PROVIDER else "cpu"
-        self._past_names = self.manifest["input_names"][3:]
-        self._present_names = self.manifest["output_names"][1:]
         self._lock = threading.Lock()
         logger.info(
-            "loaded generator %s from %s on %s (%d layers)", self.version, self.model_dir, self.provider, self.num_layers
+            "loaded generator %s (%s) from %s on %s (%d layers)",
+            self.version, self.variant, self.model_dir, self.provider, self.num_layers,
         )
 
+    def _check_variant(self, variant: str) -> str:
+        if variant not in self.variants:
+            raise ValueError(
+                f"variant {variant!r} not found in {self.model_dir / 'manifest.json'}; "
+                f"exported variants are {sorted(self.variants)}"
+            )
+        return variant
+
+    def _variant_path(self, variant: str) -> Path:
+        return self.model_dir / self.variants[variant]["file"]
+
     def _empty_past(self, batch: int) -> list[ort.OrtValue]:
-        empty = np.zeros((batch, self.num_key_value_heads, 0, self.head_dim), dtype=np.float32)
+        empty = np.zeros((batch, self.num_key_value_heads, 0, self.head_dim), dtype=self.cache_dtype)
         return [ort.OrtValue.ortvalue_from_numpy(empty, self._device, 0) for _ in self._past_names]
 
     def _run(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[ort.OrtValue]
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: list[ort.OrtValue],
+        *,
+        num_logits_to_keep: int,
     ) -> tuple[np.ndarray, list[ort.OrtValue]]:
-        """Run one decoder call. The cache stays on the execution device between calls."""
+        """Run one decoder call and return float32 logits (B, kept, V) and the present cache.
+
+        The cache is bound as onnxruntime values on the execution device, so it is
+        neither copied to host nor converted between steps.
+        """
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
         binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, dtype=np.int64))
         binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+        if self._has_logits_count:
+            binding.bind_cpu_input("num_logits_to_keep", np.array(num_logits_to_keep, dtype=np.int64))
         for name, value in zip(self._past_names, past):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
@@ -215,7 +165,10 @@ class OnnxGenerator:
             binding.bind_output(name, self._device)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        return outputs[0].numpy(), list(outputs[1:])
+        logits = outputs[0].numpy()
+        if not self._has_logits_count:
+            logits = logits[:, -num_logits_to_keep:]
+        return logits.astype(np.float32, copy=False), list(outputs[1:])
 
     def forward(
         self,
@@ -224,32 +177,43 @@ class OnnxGenerator:
         *,
         position_ids: np.ndarray | None = None,
         past_key_values: list[np.ndarray] | None = None,
+        num_logits_to_keep: int | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Run the decoder once and return ``(logits, present)`` as numpy arrays.
 
         ``input_ids`` and ``position_ids`` are (B, S), ``attention_mask`` is (B, P + S)
         and covers the past, and ``past_key_values`` alternates key and value arrays of
         shape (B, K, P, D) per layer. Position ids default to the count of earlier
-        unmasked tokens.
+        unmasked tokens. Logits (float32) cover the last ``num_logits_to_keep``
+        positions, all S when None.
         """
         input_ids = np.asarray(input_ids, dtype=np.int64)
         attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        sequence = input_ids.shape[1]
+        keep = sequence if num_logits_to_keep is None else num_logits_to_keep
+        if not 1 <= keep <= sequence:
+            raise ValueError(f"invalid num_logits_to_keep {keep}: expected 1..{sequence} (the input length)")
         if position_ids is None:
-            position_ids = np.clip(np.cumsum(attention_mask, axis=-1) - 1, 0, None)[:, -input_ids.shape[1]:]
+            position_ids = np.clip(np.cumsum(attention_mask, axis=-1) - 1, 0, None)[:, -sequence:]
         if past_key_values is None:
             past = self._empty_past(input_ids.shape[0])
         else:
-            past = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, dtype=np.float32), self._device, 0)
+            past = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, dtype=self.cache_dtype),
+                                                     self._device, 0)
                     for value in past_key_values]
         with self._lock:
-            logits, present = self._run(input_ids, attention_mask, position_ids, past)
+            logits, present = self._run(input_ids, attention_mask, position_ids, past, num_logits_to_keep=keep)
         return logits, [value.numpy() for value in present]
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Return the logits (B, T, V) for a batch without a cache."""
         return self.forward(input_ids, attention_mask)[0]
 
-    def _encode_left_padded(self, prompts: list[str], max_prompt_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    def encode_left_padded(self, prompts: list[str], *, max_prompt_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokenize ``prompts`` without special tokens into left-padded ``(input_ids, attention_mask)`` (B, T).
+
+        A prompt longer than ``max_prompt_tokens`` keeps its last tokens.
+        """
         token_lists = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
                        for prompt in prompts]
         length = max(len(tokens) for tokens in token_lists)
@@ -273,15 +237,28 @@ class OnnxGenerator:
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
         seed: int | None = None,
+        min_new_tokens: int = 0,
+        step_callback: Callable[[int], None] | None = None,
     ) -> list[list[int]]:
         """Generate token ids for each prompt, without the final EOS token.
 
-        See :meth:`generate` for the parameters.
+        See :meth:`generate` for the shared parameters.
+
+        Parameters
+        ----------
+        min_new_tokens : int
+            EOS is suppressed until each row has this many tokens, as in
+            ``transformers`` generate; benchmarks use it to fix the token count.
+        step_callback : callable or None
+            Called with the step index right after each decoder call (0 = prefill),
+            before the next tokens are chosen. Benchmarks use it for step timings.
         """
         if not prompts:
             return []
         if max_new_tokens < 1:
             raise ValueError(f"invalid max_new_tokens {max_new_tokens}: expected >= 1")
+        if not 0 <= min_new_tokens <= max_new_tokens:
+            raise ValueError(f"invalid min_new_tokens {min_new_tokens}: expected 0..max_new_tokens ({max_new_tokens})")
         if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or repetition_penalty <= 0:
             raise ValueError(
                 f"invalid sampling settings temperature={temperature}, top_k={top_k}, top_p={top_p}, "
@@ -289,30 +266,97 @@ class OnnxGenerator:
                 "0 < top_p <= 1 and repetition_penalty > 0"
             )
         max_positions = int(self.manifest.get("max_position_embeddings") or 1 << 30)
-        input_ids, attention_mask = self._encode_left_padded(prompts, max(1, max_positions - max_new_tokens))
-        batch = len(prompts)
+        input_ids, prompt_mask = self.encode_left_padded(
+            prompts, max_prompt_tokens=max(1, max_positions - max_new_tokens)
+        )
         generators = [
             np.random.default_rng([seed % 2**64, zlib.crc32(prompt.encode("utf-8"))]) if seed is not None
             else np.random.default_rng()
             for prompt in prompts
         ]
-        seen = [set(row[mask == 1].tolist()) for row, mask in zip(input_ids, attention_mask)]
+        return self._decode(
+            input_ids, prompt_mask, generators,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens, step_callback=step_callback,
+        )
+
+    def generate_from_ids(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        max_new_tokens: int = 64,
+        min_new_tokens: int = 0,
+        step_callback: Callable[[int], None] | None = None,
+    ) -> list[list[int]]:
+        """Greedily generate token ids from left-padded token ids (B, T) and their mask (B, T).
+
+        The same decoding loop as :meth:`generate_ids`, for callers that hold token
+        ids already, such as benchmarks that compare with PyTorch on identical input.
+        """
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+            raise ValueError(
+                f"invalid shapes input_ids {input_ids.shape} and attention_mask {attention_mask.shape}: "
+                "expected two equal (batch, length) shapes"
+            )
+        if max_new_tokens < 1 or not 0 <= min_new_tokens <= max_new_tokens:
+            raise ValueError(
+                f"invalid max_new_tokens {max_new_tokens} or min_new_tokens {min_new_tokens}: "
+                "expected 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1"
+            )
+        generators = [np.random.default_rng(0) for _ in range(input_ids.shape[0])]
+        return self._decode(
+            input_ids, attention_mask, generators,
+            max_new_tokens=max_new_tokens, temperature=0.0, top_k=0, top_p=1.0,
+            repetition_penalty=1.0, min_new_tokens=min_new_tokens, step_callback=step_callback,
+        )
+
+    def _decode(
+        self,
+        input_ids: np.ndarray,
+        prompt_mask: np.ndarray,
+        generators: list[np.random.Generator],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        repetition_penalty: float,
+        min_new_tokens: int,
+        step_callback: Callable[[int], None] | None,
+    ) -> list[list[int]]:
+        """Run prefill and decode steps on left-padded ids (B, T) until every row has EOS or the limit."""
+        batch, prompt_length = input_ids.shape
+        seen = [set(row[mask == 1].tolist()) for row, mask in zip(input_ids, prompt_mask)]
+        eos_index = np.fromiter(self.eos_token_ids, dtype=np.int64)
         generated: list[list[int]] = [[] for _ in range(batch)]
         finished = np.zeros(batch, dtype=bool)
-        position_ids = np.clip(np.cumsum(attention_mask, axis=-1) - 1, 0, None)
+        # The mask for every step is allocated once: the prompt mask, then ones for new tokens.
+        full_mask = np.ones((batch, prompt_length + max_new_tokens), dtype=np.int64)
+        full_mask[:, :prompt_length] = prompt_mask
+        position_ids = np.clip(np.cumsum(prompt_mask, axis=-1) - 1, 0, None)
         step_ids = input_ids
 
         with self._lock:
             past = self._empty_past(batch)
-            for _ in range(max_new_tokens):
-                logits, past = self._run(step_ids, attention_mask, position_ids, past)
-                next_logits = logits[:, -1, :].astype(np.float32, copy=True)
+            for step in range(max_new_tokens):
+                total_length = prompt_length + step
+                logits, past = self._run(
+                    step_ids, full_mask[:, :total_length], position_ids, past, num_logits_to_keep=1
+                )
+                if step_callback is not None:
+                    step_callback(step)
+                next_logits = np.array(logits[:, -1, :], dtype=np.float32)
+                if step < min_new_tokens:
+                    next_logits[:, eos_index] = -np.inf
                 if repetition_penalty != 1.0:
-                    _apply_repetition_penalty(next_logits, seen, repetition_penalty)
+                    apply_repetition_penalty(next_logits, seen, repetition_penalty)
                 if temperature == 0.0:
                     next_tokens = next_logits.argmax(axis=-1)
                 else:
-                    next_tokens = _sample(
+                    next_tokens = sample_tokens(
                         next_logits, temperature=temperature, top_k=top_k, top_p=top_p, generators=generators
                     )
                 next_tokens = np.where(finished, self.pad_token_id, next_tokens)
@@ -327,7 +371,6 @@ class OnnxGenerator:
                     break
                 step_ids = next_tokens[:, None]
                 position_ids = position_ids[:, -1:] + 1
-                attention_mask = np.concatenate([attention_mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
         return generated
 
     def generate(
