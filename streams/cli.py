@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env(bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix,
-                                 log_level=args.log_level)
+    try:
+        settings = Settings.from_env(bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix,
+                                     log_level=args.log_level)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "provision":
         from infra.provision import provision_topics
 
-        created = asyncio.run(provision_topics(settings.bootstrap_servers, prefix=settings.topic_prefix))
+        created = asyncio.run(provision_topics(settings.bootstrap_servers, prefix=settings.topic_prefix,
+                                               client_options=dict(settings.security) or None))
         for logical, real in created.items():
             print(f"{logical}: {real}")
         return 0
@@ -99,7 +104,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     options = DemoOptions(dataset=args.dataset, data_dir=args.data_dir, n_items=args.items, n_users=args.users,
                           n_events=args.events, train_steps=args.train_steps, base=args.base,
                           timeout_s=args.timeout_s)
-    summary = run_demo(settings, options)
+    try:
+        summary = run_demo(settings, options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("demo interrupted; the worker was stopped", file=sys.stderr)
+        return 130
     print_summary(summary)
     return 0 if summary["listings_enriched_records"] == summary["listings_in"] else 1
 
@@ -124,7 +136,8 @@ def _feed(args: argparse.Namespace, settings: Settings) -> int:
         behaviour = load_tianchi_behaviour(_required_path(args.path), limit=args.limit).behaviour
     events = [(settings.topic(names.PRODUCT_CREATED), p["item_id"], p) for p in products]
     events += [(settings.topic(names.USER_BEHAVIOUR), b["user_id"], b) for b in behaviour]
-    count = asyncio.run(produce_events(settings.bootstrap_servers, events))
+    count = asyncio.run(produce_events(settings.bootstrap_servers, events,
+                                       security=dict(settings.security) or None))
     print(f"produced {count} events")
     return 0
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.pipeline import build_generator, training_pairs_from_listings
+from infra import local_broker
 from infra.provision import provision_topics
 from streams import topics as names
 from streams.feed import produce_events
@@ -23,7 +24,6 @@ from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-KAFKA_SCRIPT = Path(__file__).resolve().parent.parent / "infra" / "kafka.sh"
 INVALID_DEMO_EVENTS = (
     b"{not json",
     b'{"event_id": "bad-1", "item_id": "x", "title": ""}',
@@ -44,46 +44,49 @@ class DemoOptions:
     seed: int = 0
 
 
-def start_local_broker() -> tuple[str, bool]:
-    """Start the local broker unless it runs already.
+def validate_options(options: DemoOptions) -> None:
+    """Raise ``ValueError`` naming the command-line option for a value that cannot work.
 
-    Returns its bootstrap servers (the port follows ``SHOPSYNTH_KAFKA_PORT``)
-    and whether this call started it.
+    Runs before the broker starts, so a typo costs no minutes.
     """
-    script_env = subprocess.run(["bash", str(KAFKA_SCRIPT), "env"], capture_output=True, text=True, check=True)
-    bootstrap = dict(line.split("=", 1) for line in script_env.stdout.splitlines() if "=" in line)
-    bootstrap_servers = bootstrap["KAFKA_BOOTSTRAP_SERVERS"]
-    status = subprocess.run(["bash", str(KAFKA_SCRIPT), "status"], capture_output=True)
-    if status.returncode == 0:
-        logger.info("local broker already running at %s", bootstrap_servers)
-        return bootstrap_servers, False
-    subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], check=True)
-    return bootstrap_servers, True
-
-
-def stop_local_broker() -> None:
-    subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], check=False)
+    for flag, value, minimum in (("--items", options.n_items, 1), ("--users", options.n_users, 1),
+                                 ("--events", options.n_events, 1), ("--train-steps", options.train_steps, 0)):
+        if value < minimum:
+            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+    if not options.timeout_s > 0:
+        raise ValueError(f"--timeout-s must be > 0, got {options.timeout_s}")
+    if options.base != "smollm2" and not (Path(options.base) / "config.json").is_file():
+        raise ValueError(f"--base {options.base!r} is neither 'smollm2' nor a Hugging Face model "
+                         "directory with config.json")
+    if options.dataset == "amazon-gift-cards":
+        data_dir = options.data_dir or _data_dir() / "amazon2018_gift_cards_5core"
+        for name in ("Gift_Cards_5.json.gz", "meta_Gift_Cards.json.gz"):
+            if not (data_dir / name).is_file():
+                raise ValueError(f"--data-dir {str(data_dir)!r} has no {name}; point it at the folder "
+                                 "with the Amazon 2018 Gift Cards files")
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> dict:
     """Run the demo end to end and return its summary."""
-    started_broker = False
+    validate_options(options)
+    products, behaviour, simulator = _load_input(options)
+    pairs = _training_pairs(options, products)
+    lease = None
     if "SHOPSYNTH_BOOTSTRAP_SERVERS" not in os.environ and settings.bootstrap_servers == Settings.bootstrap_servers:
-        bootstrap_servers, started_broker = start_local_broker()
-        settings = dataclasses.replace(settings, bootstrap_servers=bootstrap_servers)
+        lease = local_broker.acquire()
+        settings = dataclasses.replace(settings, bootstrap_servers=lease.bootstrap_servers)
+    security = dict(settings.security)
     prefix = settings.topic_prefix or f"demo-{uuid.uuid4().hex[:8]}."
     worker = None
     try:
-        asyncio.run(provision_topics(settings.bootstrap_servers, prefix=prefix))
-        products, behaviour, simulator = _load_input(options)
-        pairs = _training_pairs(options, products)
+        asyncio.run(provision_topics(settings.bootstrap_servers, prefix=prefix, client_options=security or None))
         print(f"[demo] fine-tuning {options.base} on {len(pairs)} listings with descriptions "
               f"({options.train_steps} steps) and exporting to ONNX; cached after the first run")
         generator_dir = build_generator(base=options.base, pairs=pairs, max_steps=options.train_steps,
                                         seed=options.seed)
         worker_settings = Settings.from_env(topic_prefix=prefix, generator_dir=str(generator_dir),
                                             bootstrap_servers=settings.bootstrap_servers)
-        worker = _start_worker(worker_settings)
+        worker = _start_worker(worker_settings, prefix=prefix)
 
         feed_started = time.time()
         events = [(prefix + names.PRODUCT_CREATED, p["item_id"], p) for p in products]
@@ -92,20 +95,26 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
                    for i, raw in enumerate(INVALID_DEMO_EVENTS)]
         print(f"[demo] producing {len(events)} events ({len(products)} listings, "
               f"{len(behaviour)} behaviour events, {len(INVALID_DEMO_EVENTS)} invalid)")
-        asyncio.run(produce_events(settings.bootstrap_servers, events))
+        asyncio.run(produce_events(settings.bootstrap_servers, events, security=security or None))
 
         users = {b["user_id"] for b in behaviour}
         out_topics = [prefix + names.LISTINGS_ENRICHED, prefix + names.RECOMMENDATIONS, prefix + names.DEAD_LETTER]
 
+        last_progress = [time.monotonic()]
+
         def done(c: Collected) -> bool:
             listings = c.latest_by_key(out_topics[0], "item_id")
             recs = c.latest_by_key(out_topics[1], "user_id")
+            if time.monotonic() - last_progress[0] >= 15:
+                last_progress[0] = time.monotonic()
+                print(f"[demo] {len(listings)}/{len(products)} listings enriched, "
+                      f"{len(users & set(recs))}/{len(users)} users with recommendations")
             return (len(listings) >= len(products) and users.issubset(recs)
                     and len(c.records[out_topics[2]]) >= len(INVALID_DEMO_EVENTS))
 
         print("[demo] waiting for the worker's outputs")
         collected = asyncio.run(collect(settings.bootstrap_servers, out_topics, done=done,
-                                        timeout_s=options.timeout_s))
+                                        timeout_s=options.timeout_s, security=security or None))
         summary = _summarise(collected, out_topics, products=products, behaviour=behaviour,
                              simulator=simulator, elapsed_s=time.time() - feed_started)
         summary["topic_prefix"] = prefix
@@ -117,8 +126,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        if started_broker:
-            stop_local_broker()
+        if lease is not None:
+            local_broker.release(lease)
 
 
 def _load_input(options: DemoOptions):
@@ -152,8 +161,9 @@ def _data_dir() -> Path:
     return Path(value)
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen:
-    log_path = Path(os.environ.get("SHOPSYNTH_CACHE_DIR", Path.home() / ".cache" / "shopsynth")) / "demo-worker.log"
+def _start_worker(settings: Settings, *, prefix: str) -> subprocess.Popen:
+    cache_dir = Path(os.environ.get("SHOPSYNTH_CACHE_DIR", Path.home() / ".cache" / "shopsynth"))
+    log_path = cache_dir / "logs" / f"{prefix.rstrip('.')}-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.to_env()}
     print(f"[demo] starting worker (log: {log_path})")

@@ -7,6 +7,7 @@ overrides a default, and the command line overrides the environment.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,8 +118,28 @@ class Settings:
         for rating in self.synthetic_review_ratings:
             if rating not in (1, 2, 3, 4, 5):
                 raise ValueError(
-                    f"synthetic_review_ratings must hold ratings 1-5, got {rating!r}"
+                    f"synthetic_review_ratings must hold ratings 1-5, got {rating!r}; "
+                    f"set {ENV_PREFIX}SYNTHETIC_REVIEW_RATINGS to a comma-separated list such as 5,3"
                 )
+        for name in ("generation_batch_timeout_s", "generation_timeout_s", "behaviour_batch_timeout_s",
+                     "learning_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}; "
+                                 f"set {ENV_PREFIX}{name.upper()}")
+        for name in ("cold_min_description_words", "cold_min_reviews", "cold_min_interactions",
+                     "max_regenerations", "intra_op_num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}; "
+                                 f"set {ENV_PREFIX}{name.upper()}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"log_level must be one of debug, info, warning, error, critical, "
+                             f"got {self.log_level!r}; set {ENV_PREFIX}LOG_LEVEL or --log-level")
+        for server in self.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"bootstrap server {server.strip()!r} is not HOST:PORT; "
+                                 f"set {ENV_PREFIX}BOOTSTRAP_SERVERS or --bootstrap-servers")
         if self.event_half_life_s < 0:
             raise ValueError(f"event_half_life_s must be >= 0 (0 turns decay off), "
                              f"got {self.event_half_life_s!r}")
@@ -135,8 +156,8 @@ class Settings:
                              f"{self.snapshot_interval_s!r} and {self.snapshots_kept!r}")
         if self.generator_dir is not None and not Path(self.generator_dir).is_dir():
             raise ValueError(
-                f"generator_dir {self.generator_dir!r} is not a directory; "
-                "build one with `shopsynth build-generator` and pass its path"
+                f"generator_dir {self.generator_dir!r} is not a directory; build one with "
+                f"`shopsynth build-generator` and set {ENV_PREFIX}GENERATOR_DIR to its path"
             )
 
     def to_env(self) -> dict[str, str]:
