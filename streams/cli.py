@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--limit", type=int, help="max events per topic")
     feed.add_argument("--seed", type=int, default=0)
 
+    replay = commands.add_parser("replay", help="copy a range of the input topics into another prefix "
+                                 "for a backfill; run a worker with that prefix to process it")
+    replay.add_argument("--target-prefix", required=True, help="topic prefix of the backfill, e.g. backfill-1.")
+    replay.add_argument("--from-offset", type=int, help="first offset in every partition (default: beginning)")
+    replay.add_argument("--to-offset", type=int, help="offset to stop before, in every partition (default: end)")
+    replay.add_argument("--from-timestamp-ms", type=int, help="first record time, epoch ms")
+    replay.add_argument("--to-timestamp-ms", type=int, help="record time to stop before, epoch ms")
+
     evaluate = commands.add_parser("evaluate", add_help=False,
                                    help="cold-start and search experiment on real data "
                                         "(options: shopsynth evaluate --help)")
@@ -89,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return _demo(args, settings)
+    if args.command == "replay":
+        return _replay(args, settings)
     if args.command == "feed":
         return _feed(args, settings)
     if args.command == "build-generator":
@@ -139,6 +149,24 @@ def _feed(args: argparse.Namespace, settings: Settings) -> int:
     count = asyncio.run(produce_events(settings.bootstrap_servers, events,
                                        security=dict(settings.security) or None))
     print(f"produced {count} events")
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.replay import ReplayRange, replay
+
+    replay_range = ReplayRange(from_offset=args.from_offset, to_offset=args.to_offset,
+                               from_timestamp_ms=args.from_timestamp_ms, to_timestamp_ms=args.to_timestamp_ms)
+    try:
+        copied = asyncio.run(replay(settings.bootstrap_servers, source_prefix=settings.topic_prefix,
+                                    target_prefix=args.target_prefix, replay_range=replay_range,
+                                    security=dict(settings.security) or None))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for topic, count in copied.items():
+        print(f"{topic}: {count} records -> {args.target_prefix}{topic}")
+    print(f"start a worker with SHOPSYNTH_TOPIC_PREFIX={args.target_prefix} to process the backfill")
     return 0
 
 
