@@ -94,7 +94,7 @@ def acquire() -> BrokerLease:
 
 
 def release(lease: BrokerLease) -> None:
-    """Unregister; stop the broker if no user is left and a user started it."""
+    """Unregister this process, and stop the broker if no user is left and a user started it."""
     env = script_env()
     instance_dir = Path(env["KAFKA_INSTANCE_DIR"])
     sessions_dir = lease.session_file.parent

@@ -24,7 +24,7 @@ INPUT_TOPICS = ("product-created", "user-behaviour")
 
 @dataclass(frozen=True, kw_only=True)
 class ReplayRange:
-    """Where a replay starts and stops in every partition.
+    """Start and stop positions of a replay, the same in every partition.
 
     Offsets win over timestamps when both are given. With neither start
     option the replay starts at the beginning, and with neither stop option
