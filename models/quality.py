@@ -2,32 +2,40 @@
 
 Each check returns a :class:`CheckResult` with a score and a reason, so a
 rejected text can be explained in the enriched record. The gate passes only
-when every check passes.
+when every check passes. Check names are stable and grouped:
+
+- :data:`QUALITY_CHECKS`: length, repetition, language, the attribute
+  fidelity checks brand, category and numbers (:mod:`models.fidelity`), and
+  near_duplicate (:mod:`models.near_duplicate`);
+- :data:`SAFETY_CHECKS`: pii and blocklist (:mod:`models.safety`).
+
+:func:`gate_rates` turns a set of check results into the fidelity,
+hallucinated-brand and safety-flag rates of an evaluation.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+
+from models import fidelity, safety
+from models.fidelity import Lexicon
+from models.gate_result import CheckResult
+from models.near_duplicate import NearDuplicateIndex
+
+__all__ = ["CheckResult", "FIDELITY_CHECKS", "Lexicon", "NearDuplicateIndex", "QUALITY_CHECKS", "QualityGate",
+           "SAFETY_CHECKS", "as_dict", "gate_rates", "passed"]
+
+logger = logging.getLogger(__name__)
+
+QUALITY_CHECKS = ("length", "repetition", "language", "brand", "category", "numbers", "near_duplicate")
+SAFETY_CHECKS = ("pii", "blocklist")
+FIDELITY_CHECKS = ("brand", "category", "numbers")
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _WORD = re.compile(r"\w+", re.UNICODE)
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_PII_PATTERNS = {
-    "email": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
-    "url": re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE),
-    "cn_mobile": re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)"),
-    "phone": re.compile(r"(?<!\d)(?:\+?\d{1,3}[ .-]?)?\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\d)"),
-    "cn_id_card": re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)"),
-    "card_number": re.compile(r"(?<!\d)(?:\d[ -]?){13,19}(?!\d)"),
-}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    passed: bool
-    score: float
-    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,26 +49,56 @@ class QualityGate:
     max_repeated_ngram_share
         Maximum share of word trigrams (CJK: character 4-grams) that repeat.
     blocklist
-        Lower-case phrases that must not appear (claims the shop forbids).
+        Phrases that must not appear (claims the shop forbids), matched as
+        described in :func:`models.safety.check_blocklist`. Load a file with
+        :func:`models.safety.load_blocklist`.
     """
 
     min_words: int = 5
     max_words: int = 200
     max_repeated_ngram_share: float = 0.2
-    blocklist: tuple[str, ...] = (
-        "cures", "cure cancer", "fda approved", "guaranteed weight loss", "治愈", "根治", "包治百病",
-    )
+    blocklist: tuple[str, ...] = safety.DEFAULT_BLOCKLIST
 
-    def check(self, text: str, listing: dict) -> dict[str, CheckResult]:
-        """Run every check on ``text`` generated for ``listing``."""
-        return {
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_words <= self.max_words:
+            raise ValueError(f"word bounds must satisfy 0 <= min_words <= max_words, "
+                             f"got [{self.min_words}, {self.max_words}]")
+        if not 0.0 <= self.max_repeated_ngram_share <= 1.0:
+            raise ValueError(f"max_repeated_ngram_share must be in [0, 1], got {self.max_repeated_ngram_share!r}")
+        if isinstance(self.blocklist, str):
+            raise ValueError(f"blocklist must be a tuple of phrases, got the string {self.blocklist!r}; "
+                             f"wrap it as ({self.blocklist!r},)")
+
+    def check(self, text: str, listing: Mapping, *, lexicon: Lexicon | None = None,
+              near_duplicates: NearDuplicateIndex | None = None) -> dict[str, CheckResult]:
+        """Run every check on ``text`` generated for ``listing``.
+
+        Parameters
+        ----------
+        lexicon
+            Known brands and categories. Without it, the brand and category
+            checks only look for the listing's own terms and always pass.
+        near_duplicates
+            Accepted texts of other items. Without it, near_duplicate passes.
+
+        Returns
+        -------
+        dict
+            Check name -> result, with every name of :data:`QUALITY_CHECKS`
+            then :data:`SAFETY_CHECKS`, in that order.
+        """
+        results = {
             "length": self._length(text),
             "repetition": self._repetition(text),
             "language": self._language(text, listing.get("language") or "en"),
-            "numbers": self._numbers(text, listing),
-            "pii": self._pii(text),
-            "blocklist": self._blocklist(text),
+            "brand": fidelity.check_brand(text, listing, lexicon=lexicon),
+            "category": fidelity.check_category(text, listing, lexicon=lexicon),
+            "numbers": fidelity.check_numbers(text, listing),
+            "near_duplicate": self._near_duplicate(text, listing, near_duplicates),
+            "pii": safety.check_pii(text),
+            "blocklist": safety.check_blocklist(text, phrases=self.blocklist),
         }
+        return results
 
     def _length(self, text: str) -> CheckResult:
         words = len(text.split()) + len(_CJK.findall(text)) // 2
@@ -86,40 +124,71 @@ class QualityGate:
         passed = cjk_share >= 0.3 if language == "zh" else cjk_share < 0.1
         return CheckResult(passed, cjk_share, f"CJK share {cjk_share:.2f} for language {language!r}")
 
-    def _numbers(self, text: str, listing: dict) -> CheckResult:
-        source = " ".join(
-            [str(listing.get("title") or ""), str(listing.get("brand") or ""), str(listing.get("price") or "")]
-            + [f"{k} {v}" for k, v in (listing.get("attributes") or {}).items()]
-            + list(listing.get("category") or [])
-        )
-        known = {_normalise_number(n) for n in _NUMBER.findall(source)}
-        invented = sorted({n for n in _NUMBER.findall(text) if _normalise_number(n) not in known})
-        passed = not invented
-        reason = "every number appears in the input" if passed else f"numbers absent from the input: {invented[:5]}"
-        return CheckResult(passed, float(len(invented)), reason)
-
-    def _pii(self, text: str) -> CheckResult:
-        found = [name for name, pattern in _PII_PATTERNS.items() if pattern.search(text)]
-        reason = "no personal data patterns" if not found else f"matched {found}"
-        return CheckResult(not found, float(len(found)), reason)
-
-    def _blocklist(self, text: str) -> CheckResult:
-        lowered = text.lower()
-        found = [phrase for phrase in self.blocklist if phrase in lowered]
-        reason = "no blocked phrase" if not found else f"blocked phrases {found}"
-        return CheckResult(not found, float(len(found)), reason)
+    @staticmethod
+    def _near_duplicate(text: str, listing: Mapping, index: NearDuplicateIndex | None) -> CheckResult:
+        if index is None:
+            return CheckResult(True, 0.0, "no near-duplicate index; not checked")
+        return index.check(text, str(listing.get("item_id") or ""))
 
 
-def passed(results: dict[str, CheckResult]) -> bool:
+def passed(results: Mapping[str, CheckResult]) -> bool:
+    """Return whether every check in ``results`` passed."""
     return all(result.passed for result in results.values())
 
 
-def as_dict(results: dict[str, CheckResult]) -> dict[str, dict]:
+def as_dict(results: Mapping[str, CheckResult]) -> dict[str, dict]:
+    """Convert results to plain dicts ``{passed, score, reason}`` for an enriched record."""
     return {name: asdict(result) for name, result in results.items()}
 
 
-def _normalise_number(text: str) -> str:
-    value = text.replace(",", ".")
-    if "." in value:
-        value = value.rstrip("0").rstrip(".")
-    return value
+def gate_rates(texts: Iterable[Mapping[str, CheckResult | Mapping]]) -> dict[str, float | int]:
+    """Compute the fidelity, hallucinated-brand and safety-flag rates of gated texts.
+
+    Parameters
+    ----------
+    texts
+        One mapping of check name -> result per text, either
+        :class:`CheckResult` objects or their :func:`as_dict` form (as stored in
+        an enriched record's ``quality``).
+
+    Returns
+    -------
+    dict
+        - ``texts``: the number of texts.
+        - ``fidelity_rate``: share whose brand, category and numbers checks
+          all passed.
+        - ``hallucinated_brand_rate``: share whose brand check failed. The
+          brand check fails only when another known brand is named.
+        - ``safety_flag_rate``: share with a failed pii or blocklist check.
+
+        A text that lacks a check that a rate needs (a record written before
+        the check existed) is left out of that rate's denominator. A rate
+        with an empty denominator is NaN.
+    """
+    counts = {"texts": 0, "fidelity": [0, 0], "brand": [0, 0], "safety": [0, 0]}
+    for results in texts:
+        counts["texts"] += 1
+        outcome = {name: _passed_flag(result) for name, result in results.items()}
+        if all(name in outcome for name in FIDELITY_CHECKS):
+            counts["fidelity"][0] += all(outcome[name] for name in FIDELITY_CHECKS)
+            counts["fidelity"][1] += 1
+        if "brand" in outcome:
+            counts["brand"][0] += not outcome["brand"]
+            counts["brand"][1] += 1
+        if all(name in outcome for name in SAFETY_CHECKS):
+            counts["safety"][0] += not all(outcome[name] for name in SAFETY_CHECKS)
+            counts["safety"][1] += 1
+    return {
+        "texts": counts["texts"],
+        "fidelity_rate": _share(*counts["fidelity"]),
+        "hallucinated_brand_rate": _share(*counts["brand"]),
+        "safety_flag_rate": _share(*counts["safety"]),
+    }
+
+
+def _passed_flag(result: CheckResult | Mapping) -> bool:
+    return bool(result.passed if isinstance(result, CheckResult) else result["passed"])
+
+
+def _share(hits: int, total: int) -> float:
+    return hits / total if total else float("nan")

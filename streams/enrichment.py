@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from models import quality
+from models.fidelity import Lexicon
+from models.near_duplicate import NearDuplicateIndex
 from models.prompts import clean_generation, description_prompt, review_prompt
+from models.safety import load_blocklist
 from streams.cold_start import ColdStartPolicy
+from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,13 @@ class Enricher:
         Decides which listings are cold and why.
     gate
         Quality and safety checks applied to every generated text.
+    lexicon
+        Known brands and categories for the fidelity checks. Every listing
+        passed to :meth:`enrich_batch` is added before its texts are gated.
+    near_duplicates
+        Accepted texts, against which a new text of another item is checked.
+        ``None`` turns the near-duplicate check off. It is in-process memory
+        only (see :class:`~models.near_duplicate.NearDuplicateIndex`).
     max_regenerations
         How many extra sampled attempts a rejected text gets before the
         listing is published without it.
@@ -63,6 +74,8 @@ class Enricher:
     generator: TextGenerator | None
     policy: ColdStartPolicy = field(default_factory=ColdStartPolicy)
     gate: quality.QualityGate = field(default_factory=quality.QualityGate)
+    lexicon: Lexicon = field(default_factory=Lexicon)
+    near_duplicates: NearDuplicateIndex | None = field(default_factory=NearDuplicateIndex)
     max_new_tokens: int = 64
     review_max_new_tokens: int = 40
     review_ratings: tuple[int, ...] = (5,)
@@ -74,6 +87,8 @@ class Enricher:
                      interactions: Sequence[int] | None = None) -> list[dict]:
         """Return one enriched record per listing, in input order."""
         interactions = interactions or [0] * len(listings)
+        for listing in listings:
+            self.lexicon.add_listing(listing)
         records = [
             self._base_record(listing, source, self.policy.reasons(listing, interactions=count))
             for listing, source, count in zip(listings, sources, interactions)
@@ -128,7 +143,7 @@ class Enricher:
         results: list[tuple[str | None, dict]] = []
         for (listing, prompt), raw in zip(requests, outputs):
             text = clean_generation(raw)
-            checks = self.gate.check(text, listing)
+            checks = self._check(text, listing)
             attempt = 0
             while not quality.passed(checks) and attempt < self.max_regenerations:
                 attempt += 1
@@ -138,16 +153,21 @@ class Enricher:
                                               top_p=0.95, repetition_penalty=self.repetition_penalty,
                                               seed=seed)[0]
                 text = clean_generation(raw)
-                checks = self.gate.check(text, listing)
+                checks = self._check(text, listing)
             if not quality.passed(checks):
                 failed = [name for name, c in checks.items() if not c.passed]
                 logger.info("gate rejected item_id=%s attempts=%d failed=%s",
                             listing.get("item_id"), attempt + 1, failed)
                 results.append((None, checks))
             else:
+                if self.near_duplicates is not None:
+                    self.near_duplicates.add(text, item_id=str(listing.get("item_id") or ""))
                 results.append((text, checks))
         logger.info("generated texts=%d elapsed_s=%.2f", len(requests), time.perf_counter() - started)
         return results
+
+    def _check(self, text: str, listing: dict) -> dict[str, quality.CheckResult]:
+        return self.gate.check(text, listing, lexicon=self.lexicon, near_duplicates=self.near_duplicates)
 
     @staticmethod
     def _base_record(listing: dict, source: SourceRef, reasons: list[str]) -> dict[str, Any]:
@@ -178,6 +198,25 @@ class Enricher:
             "generator_version": None,
             "quality": {},
         }
+
+
+def gate_from_settings(settings: Settings) -> quality.QualityGate:
+    """Build the quality gate, with the blocklist file of ``settings.blocklist_path`` when it is set.
+
+    Raises
+    ------
+    ValueError
+        If the blocklist file is missing, not UTF-8 or empty. The message names the path.
+    """
+    if not settings.blocklist_path:
+        return quality.QualityGate()
+    return quality.QualityGate(blocklist=load_blocklist(settings.blocklist_path))
+
+
+def near_duplicates_from_settings(settings: Settings) -> NearDuplicateIndex:
+    """Build an empty near-duplicate index with the threshold and capacity of ``settings``."""
+    return NearDuplicateIndex(threshold=settings.near_duplicate_threshold,
+                              capacity=settings.near_duplicate_capacity)
 
 
 def finish_record(record: dict, *, produced_at_ms: int | None = None) -> dict:

@@ -42,6 +42,17 @@ class Settings:
     max_regenerations: int = 1
     intra_op_num_threads: int = 0
 
+    # Quality and safety gates. blocklist_path is a UTF-8 file of blocked
+    # phrases, one per line, where "#" starts a comment line. The file replaces
+    # the built-in list, and None or "" keeps the built-in list.
+    # A generated text is rejected when the Jaccard similarity of its character
+    # shingles to an accepted text of another item reaches
+    # near_duplicate_threshold. The index keeps the newest
+    # near_duplicate_capacity texts in memory.
+    blocklist_path: str | None = None
+    near_duplicate_threshold: float = 0.8
+    near_duplicate_capacity: int = 10_000
+
     # Cold-start policy.
     cold_min_description_words: int = 12
     cold_min_reviews: int = 3
