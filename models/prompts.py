@@ -21,6 +21,7 @@ REVIEW_HEADER = f"{SECTION_MARKER} Review\n"
 STOP_STRINGS = (SECTION_MARKER, "<|im_end|>", "<|im_start|>", "<|endoftext|>", "</s>")
 
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
+SENTIMENT_WORDS = {"negative": "negative", "neutral": "mixed", "positive": "positive"}
 MAX_ATTRIBUTES = 12
 MAX_FIELD_CHARS = 200
 
@@ -101,15 +102,18 @@ def description_prompt(listing: dict) -> str:
     )
 
 
-def review_prompt(listing: dict, rating: int) -> str:
-    """Build the prompt that requests a customer review of ``listing`` with ``rating`` stars.
+def review_prompt(listing: dict, rating: int | None = None, *, sentiment: str | None = None) -> str:
+    """Build the prompt that requests a customer review of ``listing``.
 
     Parameters
     ----------
     listing : dict
         Listing dict with at least a non-empty ``title``.
-    rating : int
+    rating : int or None
         Star rating from 1 to 5.
+    sentiment : str or None
+        ``"negative"``, ``"neutral"`` or ``"positive"``, for sources without star
+        ratings. At least one of ``rating`` and ``sentiment`` is required.
 
     Returns
     -------
@@ -119,17 +123,28 @@ def review_prompt(listing: dict, rating: int) -> str:
     Raises
     ------
     ValueError
-        If ``rating`` is not an integer from 1 to 5, or the title is empty.
+        If ``rating`` is not an integer from 1 to 5, ``sentiment`` is not a known
+        label, both are missing, or the title is empty.
     """
-    if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
+    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
         raise ValueError(f"invalid rating {rating!r}: expected an integer from 1 to 5")
+    if sentiment is not None and sentiment not in SENTIMENT_WORDS:
+        raise ValueError(f"invalid sentiment {sentiment!r}: expected one of {sorted(SENTIMENT_WORDS)}")
+    if rating is None and sentiment is None:
+        raise ValueError("missing rating and sentiment: pass a rating from 1 to 5 or a sentiment label")
+    language = _language_name(listing)
+    if rating is not None:
+        request = f"Write a customer review in {language} of this product, rated {rating} out of 5 stars.\n"
+        condition = f"Rating: {rating}/5\n"
+    else:
+        request = f"Write a {SENTIMENT_WORDS[sentiment]} customer review in {language} of this product.\n"
+        condition = f"Sentiment: {sentiment}\n"
     return (
         f"{SECTION_MARKER} Task\n"
-        f"Write a customer review in {_language_name(listing)} of this product, "
-        f"rated {rating} out of 5 stars.\n"
+        f"{request}"
         f"{SECTION_MARKER} Listing\n"
         f"{_listing_block(listing)}\n"
-        f"Rating: {rating}/5\n"
+        f"{condition}"
         f"{REVIEW_HEADER}"
     )
 
@@ -150,3 +165,17 @@ def clean_generation(text: str) -> str:
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     text = re.sub(r"\s*\n\s*", "\n", text)
     return text.strip()
+
+
+def prompt_token_ids(tokenizer, text: str) -> list[int]:
+    """Tokenize a prompt without special tokens, except a leading BOS where the tokenizer adds one.
+
+    Gemma tokenizers add ``<bos>`` by default and Gemma models degrade without it;
+    the SmolLM2 tokenizer adds nothing. Training, evaluation and the ONNX runtime
+    all tokenize prompts this way.
+    """
+    token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos_id = tokenizer.bos_token_id
+    if bos_id is not None and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [bos_id]:
+        return [bos_id] + token_ids
+    return token_ids

@@ -166,24 +166,14 @@ def load_amazon2018_pairs(
         Listing dicts in the shared listing schema and the cleaned real description.
     """
     meta_path = Path(meta_path)
-    opener = gzip.open if meta_path.suffix == ".gz" else open
-    records = []
-    with opener(meta_path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                logger.warning("skipping invalid JSON at %s line %d: %s", meta_path, line_number, error)
-
+    records = _read_json_lines(meta_path)
     segment_items = collections.Counter(
         segment for record in records for segment in set(record.get("description") or [])
     )
     candidates: list[tuple[dict, str]] = []
     for record in records:
-        title = clean_text(record.get("title"))
-        if not title:
+        listing = amazon2018_listing(record)
+        if listing is None:
             continue
         segments = [
             clean_text(segment)
@@ -191,23 +181,54 @@ def load_amazon2018_pairs(
             if segment_items[segment] < boilerplate_min_items
         ]
         description = " ".join(segment for segment in segments if segment)
-        price = _parse_amazon_price(record.get("price"))
-        listing = {
-            "event_id": f"amazon2018-{record.get('asin')}",
-            "item_id": str(record.get("asin")),
-            "title": title,
-            "brand": clean_text(record.get("brand")) or None,
-            "category": _clean_category(record.get("category") or []),
-            "attributes": _clean_amazon_details(record.get("details")),
-            "price": price,
-            "currency": "USD" if price is not None else None,
-            "description": None,
-            "review_count": 0,
-            "language": "en",
-            "created_at_ms": 0,
-        }
         candidates.append((listing, description))
     return _finish_pairs(candidates, source=f"amazon2018 {meta_path.name}", limit=limit)
+
+
+def read_amazon2018_listings(meta_path: Path) -> dict[str, dict]:
+    """Read every titled item of an Amazon 2018 metadata file as a listing, keyed by ASIN."""
+    listings = {}
+    for record in _read_json_lines(Path(meta_path)):
+        listing = amazon2018_listing(record)
+        if listing is not None:
+            listings[listing["item_id"]] = listing
+    return listings
+
+
+def amazon2018_listing(record: dict) -> dict | None:
+    """Convert one Amazon 2018 metadata record to the shared listing schema; None without a title."""
+    title = clean_text(record.get("title"))
+    if not title:
+        return None
+    price = _parse_amazon_price(record.get("price"))
+    return {
+        "event_id": f"amazon2018-{record.get('asin')}",
+        "item_id": str(record.get("asin")),
+        "title": title,
+        "brand": clean_text(record.get("brand")) or None,
+        "category": _clean_category(record.get("category") or []),
+        "attributes": _clean_amazon_details(record.get("details")),
+        "price": price,
+        "currency": "USD" if price is not None else None,
+        "description": None,
+        "review_count": 0,
+        "language": "en",
+        "created_at_ms": 0,
+    }
+
+
+def _read_json_lines(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    records = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                logger.warning("skipping invalid JSON at %s line %d: %s", path, line_number, error)
+    return records
 
 
 def _split_glued_sentences(text: str, *, keep_words: set[str]) -> str:

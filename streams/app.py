@@ -14,7 +14,7 @@ from streams.agents.behaviour import register_behaviour_agent
 from streams.agents.product import register_product_agent
 from streams.cold_start import ColdStartPolicy
 from streams.deadletter import DeadLetterPolicy
-from streams.enrichment import Enricher
+from streams.enrichment import Enricher, gate_from_settings, near_duplicates_from_settings
 from streams.settings import Settings
 from streams.state import WorkerState
 from streams.topics import declare_topics
@@ -52,6 +52,8 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
             review_max_new_tokens=settings.review_max_new_tokens,
             review_ratings=settings.synthetic_review_ratings,
             max_regenerations=settings.max_regenerations,
+            gate=gate_from_settings(settings),
+            near_duplicates=near_duplicates_from_settings(settings),
             seed=settings.generation_seed,
         ),
         recommender=IncrementalRecommender(no_components=settings.no_components,
