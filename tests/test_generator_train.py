@@ -98,3 +98,32 @@ def test_tiny_checkpoint_config(smollm2_tokenizer_dir, tmp_path):
     assert config.num_key_value_heads == 2
     assert config.vocab_size == 49152
     assert config.eos_token_id == 2
+
+
+def test_fine_tune_resumes_from_checkpoint(tiny_checkpoint_dir, tmp_path):
+    settings = {"learning_rate": 1e-3, "batch_size": 2, "max_length": 96, "warmup_steps": 0, "seed": 4,
+                "save_steps": 2, "checkpoint_dir": tmp_path / "checkpoints"}
+    straight = fine_tune(tiny_checkpoint_dir, PAIRS, tmp_path / "straight", max_steps=4,
+                         **(settings | {"checkpoint_dir": tmp_path / "straight-checkpoints"}))
+    fine_tune(tiny_checkpoint_dir, PAIRS, tmp_path / "first-half", max_steps=4, **settings)
+    # Keep only the step-2 checkpoint, as if the run had stopped after step 2.
+    for extra in (tmp_path / "checkpoints").glob("checkpoint-4"):
+        import shutil
+
+        shutil.rmtree(extra)
+    resumed = fine_tune(tiny_checkpoint_dir, PAIRS, tmp_path / "resumed", max_steps=4, resume=True, **settings)
+
+    summary = json.loads((resumed / "training_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    first = load_file(str(straight / "model.safetensors"))
+    second = load_file(str(resumed / "model.safetensors"))
+    for name in first:
+        assert abs(first[name] - second[name]).max() < 1e-5, name
+
+
+def test_fine_tune_reports_validation_loss(tiny_checkpoint_dir, tmp_path):
+    output_dir = fine_tune(tiny_checkpoint_dir, PAIRS, tmp_path / "tuned", max_steps=2, batch_size=2,
+                           max_length=96, eval_pairs=PAIRS[:2], save_steps=1)
+    summary = json.loads((output_dir / "training_summary.json").read_text())
+    assert summary["num_eval_pairs"] == 2
+    assert summary["eval_loss"] > 0

@@ -1,0 +1,186 @@
+"""Fine-tune the generator for descriptions and reviews on real data: ``shopsynth train-generator``.
+
+The command reads the real corpora of one language (see :mod:`models.corpora`),
+splits them by item, turns every example into a (task prompt, target) pair and
+fine-tunes a base causal LM on both tasks at once. The output folder holds the
+fine-tuned checkpoint, ``training_summary.json`` and ``split.json``; the latter
+records how to rebuild the held-out split for ``shopsynth evaluate-generator``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from models.corpora import load_corpus, resolve_data_dir
+from models.prompts import description_prompt, review_prompt
+from models.text_prep import TextExample, split_by_item
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorpusSpec:
+    """How a corpus and its split were built, so an evaluation can rebuild the same split."""
+
+    language: str
+    tasks: tuple[str, ...] = ("description", "review")
+    limit_per_source: int | None = 2000
+    validation_share: float = 0.1
+    split_seed: int = 0
+
+    def load(self, *, data_dir: Path | str | None = None) -> tuple[list[TextExample], list[TextExample]]:
+        """Read the corpus and return (train, validation) examples."""
+        examples = load_corpus(self.language, data_dir=data_dir, tasks=self.tasks,
+                               limit_per_source=self.limit_per_source)
+        return split_by_item(examples, validation_share=self.validation_share, seed=self.split_seed)
+
+    def save(self, folder: Path, *, validation_item_ids: list[str]) -> None:
+        record = asdict(self) | {"validation_item_ids": sorted(set(validation_item_ids))}
+        (Path(folder) / SPLIT_FILE).write_text(json.dumps(record, ensure_ascii=False, indent=2))
+
+    @classmethod
+    def read(cls, folder: Path) -> "CorpusSpec":
+        path = Path(folder) / SPLIT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found; pass a folder written by `shopsynth train-generator`, or --language"
+            )
+        record = json.loads(path.read_text())
+        record.pop("validation_item_ids", None)
+        record["tasks"] = tuple(record["tasks"])
+        return cls(**record)
+
+
+def example_prompt(example: TextExample) -> str:
+    """Return the task prompt for ``example``: a description prompt or a rating/sentiment review prompt."""
+    if example.task == "description":
+        return description_prompt(example.listing)
+    return review_prompt(example.listing, example.rating, sentiment=None if example.rating else example.sentiment)
+
+
+def training_pairs(examples: list[TextExample], *, seed: int = 0) -> list[tuple[str, str]]:
+    """Turn examples into shuffled (prompt, target) pairs."""
+    pairs = [(example_prompt(example), example.target) for example in examples]
+    random.Random(seed).shuffle(pairs)
+    return pairs
+
+
+def train_generator(
+    *,
+    base: str,
+    output_dir: Path,
+    spec: CorpusSpec,
+    data_dir: Path | str | None = None,
+    max_steps: int = 200,
+    batch_size: int = 8,
+    learning_rate: float = 1e-4,
+    max_length: int = 256,
+    max_eval_pairs: int = 64,
+    save_steps: int = 50,
+    resume: bool = False,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+) -> Path:
+    """Fine-tune ``base`` on the corpus of ``spec`` and save checkpoint, summary and split.
+
+    Parameters
+    ----------
+    base : str
+        ``"smollm2"``, ``"gemma3"`` or a local Hugging Face causal-LM directory.
+    output_dir : Path
+        Folder for the fine-tuned model; checkpoints go to ``output_dir/checkpoints``.
+    spec : CorpusSpec
+        Language, tasks, source limits and split.
+    max_eval_pairs : int
+        Validation pairs used for the validation loss during training.
+    resume : bool
+        Continue from the newest checkpoint in ``output_dir/checkpoints``.
+
+    Other parameters are those of :func:`models.train.fine_tune`.
+    """
+    from models.base import resolve_base_checkpoint
+    from models.train import fine_tune
+
+    train_examples, validation_examples = spec.load(data_dir=data_dir)
+    if not train_examples:
+        raise ValueError(f"no training examples for language {spec.language!r} and tasks {spec.tasks}; "
+                         "check the dataset root")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    spec.save(output_dir, validation_item_ids=[example.item_id for example in validation_examples])
+    logger.info("corpus %s: %d train and %d validation examples", spec.language,
+                len(train_examples), len(validation_examples))
+
+    base_dir = resolve_base_checkpoint(base, cache_dir=cache_dir)
+    return fine_tune(
+        base_dir,
+        training_pairs(train_examples, seed=seed),
+        output_dir,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        seed=seed,
+        eval_pairs=training_pairs(validation_examples, seed=seed)[:max_eval_pairs],
+        checkpoint_dir=output_dir / "checkpoints",
+        save_steps=save_steps,
+        resume=resume,
+    )
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="shopsynth train-generator", description=__doc__)
+    parser.add_argument("--base", default="smollm2",
+                        help="'smollm2', 'gemma3' (writes Chinese) or a local Hugging Face directory (default: smollm2)")
+    parser.add_argument("--language", choices=["en", "zh"], default="en", help="corpus language (default: en)")
+    parser.add_argument("--tasks", default="description,review",
+                        help="comma-separated tasks: description, review (default: both)")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the fine-tuned model")
+    parser.add_argument("--data-dir", type=Path, help="dataset root (default: $SHOPSYNTH_DATA_DIR)")
+    parser.add_argument("--limit-per-source", type=int, default=2000,
+                        help="max raw examples per source file (default: 2000)")
+    parser.add_argument("--validation-share", type=float, default=0.1,
+                        help="share of items held out for validation (default: 0.1)")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default: 200)")
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (default: 8)")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="peak AdamW learning rate (default: 1e-4)")
+    parser.add_argument("--max-length", type=int, default=256, help="max tokens per pair (default: 256)")
+    parser.add_argument("--save-steps", type=int, default=50,
+                        help="steps between checkpoints and validation losses (default: 50)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    parser.add_argument("--seed", type=int, default=0, help="seed for split, shuffling and weights (default: 0)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
+    spec = CorpusSpec(language=args.language, tasks=tasks, limit_per_source=args.limit_per_source,
+                      validation_share=args.validation_share, split_seed=args.seed)
+    output_dir = train_generator(
+        base=args.base, output_dir=args.output, spec=spec, data_dir=resolve_data_dir(args.data_dir),
+        max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_length=args.max_length, save_steps=args.save_steps, resume=args.resume, seed=args.seed,
+    )
+    summary = json.loads((output_dir / "training_summary.json").read_text())
+    print(f"fine-tuned model      : {output_dir}")
+    print(f"train loss            : {summary['train_loss']:.3f}")
+    if summary.get("eval_loss") is not None:
+        print(f"validation loss       : {summary['eval_loss']:.3f} on {summary['num_eval_pairs']} pairs")
+    print(f"time                  : {summary['train_time_s']:.0f} s ({summary['seconds_per_step']:.2f} s/step)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

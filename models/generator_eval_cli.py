@@ -1,0 +1,89 @@
+"""``shopsynth evaluate-generator``: fine-tuned generator against its base model, Markdown + PNG report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from models.corpora import resolve_data_dir
+from models.fidelity import Lexicon
+from models.finetune import CorpusSpec
+from models.generator_eval import DecodingSettings, evaluate_checkpoint, sample_validation
+from models.generator_report import write_report
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shopsynth evaluate-generator", description=__doc__)
+    parser.add_argument("--model", type=Path, required=True,
+                        help="fine-tuned model folder written by `shopsynth train-generator`")
+    parser.add_argument("--base", default=None,
+                        help="base checkpoint to compare with (default: the base the model was trained from)")
+    parser.add_argument("--data-dir", type=Path, help="dataset root (default: $SHOPSYNTH_DATA_DIR)")
+    parser.add_argument("--per-task", type=int, default=40,
+                        help="held-out examples per task, one per item (default: 40)")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="max generated tokens per text (default: 96)")
+    parser.add_argument("--output", type=Path, required=True,
+                        help="report path without suffix, e.g. docs/generator_report_en; .md, .json and .png files are written")
+    parser.add_argument("--seed", type=int, default=0, help="seed for picking the held-out examples (default: 0)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.per_task < 1:
+        raise ValueError(f"invalid --per-task {args.per_task}: expected at least 1")
+    model_dir = Path(args.model)
+    spec = CorpusSpec.read(model_dir)
+    summary = json.loads((model_dir / "training_summary.json").read_text())
+    base_dir = Path(args.base) if args.base else Path(summary["base_dir"])
+    if not (base_dir / "config.json").is_file():
+        from models.base import resolve_base_checkpoint
+
+        base_dir = resolve_base_checkpoint(str(args.base))
+
+    started_s = time.perf_counter()
+    train_examples, validation_examples = spec.load(data_dir=resolve_data_dir(args.data_dir))
+    examples = sample_validation(validation_examples, per_task=args.per_task, seed=args.seed)
+    # Brands and categories of the whole corpus, so that a brand from another item counts as hallucinated.
+    lexicon = Lexicon.from_listings(example.listing for example in train_examples + validation_examples)
+    decoding = DecodingSettings(max_new_tokens=args.max_new_tokens)
+    logger.info("evaluating %s and %s on %d held-out examples", model_dir, base_dir, len(examples))
+
+    base_metrics, base_samples = evaluate_checkpoint(base_dir, examples, language=spec.language,
+                                                     lexicon=lexicon, decoding=decoding)
+    tuned_metrics, tuned_samples = evaluate_checkpoint(model_dir, examples, language=spec.language,
+                                                       lexicon=lexicon, decoding=decoding)
+    report = {
+        "language": spec.language,
+        "model_dir": str(model_dir),
+        "base_dir": str(base_dir),
+        "training": summary,
+        "corpus": {"train_examples": len(train_examples), "validation_examples": len(validation_examples),
+                   "evaluated_examples": len(examples), "tasks": list(spec.tasks),
+                   "limit_per_source": spec.limit_per_source, "validation_share": spec.validation_share},
+        "decoding": vars(decoding) if hasattr(decoding, "__dict__") else {},
+        "metrics": {"base": base_metrics, "fine_tuned": tuned_metrics},
+        "elapsed_s": round(time.perf_counter() - started_s, 1),
+    }
+    paths = write_report(report, examples=examples, samples={"base": base_samples, "fine_tuned": tuned_samples},
+                         output=Path(args.output))
+    for path in paths:
+        print(f"wrote {path}")
+    for task in tuned_metrics:
+        base, tuned = base_metrics[task], tuned_metrics[task]
+        print(f"{task}: BLEU {base['bleu']:.2f} -> {tuned['bleu']:.2f}, ROUGE-L {base['rouge_l']:.3f} -> "
+              f"{tuned['rouge_l']:.3f}, fidelity {base['fidelity_rate']:.2f} -> {tuned['fidelity_rate']:.2f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
