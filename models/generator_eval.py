@@ -127,8 +127,8 @@ def score_texts(texts: list[str], examples: list[TextExample], checks: list[dict
         **distances,
     }
     if language == "zh" and examples and examples[0].task == "review":
-        wanted = [example.sentiment for example in examples]
-        matched = [sentiment_from_classifier(text) == want for text, want in zip(texts, wanted) if text]
+        expected = [example.sentiment for example in examples]
+        matched = [sentiment_from_classifier(text) == label for text, label in zip(texts, expected) if text]
         scores["sentiment_match_rate"] = sum(matched) / max(1, len(matched))
     return scores
 

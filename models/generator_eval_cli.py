@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         "corpus": {"train_examples": len(train_examples), "validation_examples": len(validation_examples),
                    "evaluated_examples": len(examples), "tasks": list(spec.tasks),
                    "limit_per_source": spec.limit_per_source, "validation_share": spec.validation_share},
-        "decoding": vars(decoding) if hasattr(decoding, "__dict__") else {},
+        "decoding": dataclasses.asdict(decoding),
         "metrics": {"base": base_metrics, "fine_tuned": tuned_metrics},
         "elapsed_s": round(time.perf_counter() - started_s, 1),
     }

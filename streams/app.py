@@ -44,7 +44,8 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
     )
     state = WorkerState(
         enricher=Enricher(
-            generator=_load_generator(settings),
+            generator=_load_generator(settings.generator_dir, settings=settings),
+            language_generators=_language_generators(settings),
             policy=ColdStartPolicy(min_description_words=settings.cold_min_description_words,
                                    min_reviews=settings.cold_min_reviews,
                                    min_interactions=settings.cold_min_interactions),
@@ -92,23 +93,29 @@ def _snapshot_dir(settings: Settings) -> Path:
     return snapshots.default_snapshot_dir(topic_prefix=settings.topic_prefix, app_id=settings.app_id)
 
 
-def _load_generator(settings: Settings):
-    if settings.generator_dir is None:
-        logger.warning("no generator configured (SHOPSYNTH_GENERATOR_DIR unset): "
-                       "cold listings are published without generated text")
+def _load_generator(generator_dir: str | None, *, settings: Settings, variable: str = "SHOPSYNTH_GENERATOR_DIR"):
+    if generator_dir is None:
+        logger.warning("no generator configured (%s unset): cold listings are published without "
+                       "generated text", variable)
         return None
     from export.runtime import OnnxGenerator
 
     try:
-        generator = OnnxGenerator(Path(settings.generator_dir),
-                                  intra_op_num_threads=settings.intra_op_num_threads)
+        generator = OnnxGenerator(Path(generator_dir), intra_op_num_threads=settings.intra_op_num_threads)
     except Exception as exc:  # a broken model must not stop listings from flowing
         logger.error("generator failed to load from %s (%s: %s); cold listings are published "
-                     "without generated text and flagged", settings.generator_dir, type(exc).__name__, exc)
+                     "without generated text and flagged", generator_dir, type(exc).__name__, exc)
         return None
     logger.info("generator loaded version=%s provider=%s dir=%s",
-                generator.version, generator.provider, settings.generator_dir)
+                generator.version, generator.provider, generator_dir)
     return generator
+
+
+def _language_generators(settings: Settings) -> dict:
+    if settings.generator_dir_zh is None:
+        return {}
+    generator = _load_generator(settings.generator_dir_zh, settings=settings, variable="SHOPSYNTH_GENERATOR_DIR_ZH")
+    return {"zh": generator} if generator is not None else {}
 
 
 def _credentials(settings: Settings):

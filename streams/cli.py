@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, add_help=False, help=f"{summary} (options: shopsynth {name} --help)")
         command.add_argument(f"{name.replace('-', '_')}_args", nargs=argparse.REMAINDER)
 
+    export = commands.add_parser("export-generator",
+                                 help="export a fine-tuned checkpoint (e.g. from train-generator) to ONNX for the worker")
+    export.add_argument("--model", type=Path, required=True, help="Hugging Face checkpoint folder")
+    export.add_argument("--output", type=Path, required=True, help="folder for the ONNX graphs and manifest")
+    export.add_argument("--variants", default="fp32,int8",
+                        help="comma-separated graph variants: fp32, int8, fp16 (default: fp32,int8)")
+
     build = commands.add_parser("build-generator", help="fine-tune the base model and export it to ONNX")
     build.add_argument("--base", default="smollm2")
     build.add_argument("--data", choices=["amazon-gift-cards", "myntra"], default="myntra",
@@ -118,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return _feed(args, settings)
     if args.command == "build-generator":
         return _build(args)
+    if args.command == "export-generator":
+        return _export(args)
     raise AssertionError(args.command)
 
 
@@ -202,6 +211,23 @@ def _build(args: argparse.Namespace) -> int:
     model_dir = build_generator(base=args.base, pairs=[(description_prompt(l), d) for l, d in pairs],
                                 max_steps=args.steps)
     print(model_dir)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.onnx_export import export_decoder
+
+    if not (args.model / "config.json").is_file():
+        print(f"error: {args.model} has no config.json; pass a folder written by `shopsynth train-generator`",
+              file=sys.stderr)
+        return 2
+    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    try:
+        output_dir = export_decoder(args.model, args.output, variants=variants)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(output_dir)
     return 0
 
 

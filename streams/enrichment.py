@@ -55,6 +55,9 @@ class Enricher:
     generator
         Any object with the :class:`TextGenerator` interface, or ``None`` to
         publish listings without generated text (flagged as not enriched).
+    language_generators
+        Generators for listings of one language (``{"zh": ...}``); a listing whose
+        language has no entry goes to ``generator``.
     policy
         Decides which listings are cold and why.
     gate
@@ -72,6 +75,7 @@ class Enricher:
     """
 
     generator: TextGenerator | None
+    language_generators: dict[str, TextGenerator] = field(default_factory=dict)
     policy: ColdStartPolicy = field(default_factory=ColdStartPolicy)
     gate: quality.QualityGate = field(default_factory=quality.QualityGate)
     lexicon: Lexicon = field(default_factory=Lexicon)
@@ -93,13 +97,12 @@ class Enricher:
             self._base_record(listing, source, self.policy.reasons(listing, interactions=count))
             for listing, source, count in zip(listings, sources, interactions)
         ]
-        if self.generator is None:
-            for record in records:
-                if record["cold"]:
-                    record["enrichment_error"] = "generator unavailable"
-            return records
+        for record in records:
+            if record["cold"] and self.generator_for(record["_listing"]) is None:
+                record["enrichment_error"] = "generator unavailable"
+        records_to_generate = [r for r in records if r["enrichment_error"] is None]
 
-        want_description = [r for r in records if self.policy.needs_description(r["cold_reasons"])]
+        want_description = [r for r in records_to_generate if self.policy.needs_description(r["cold_reasons"])]
         texts = self._generate_gated(
             [(r["_listing"], description_prompt(r["_listing"])) for r in want_description],
             max_new_tokens=self.max_new_tokens,
@@ -112,7 +115,7 @@ class Enricher:
             else:
                 record["gate_rejected"].append("description")
 
-        want_reviews = [r for r in records if self.policy.needs_reviews(r["cold_reasons"])]
+        want_reviews = [r for r in records_to_generate if self.policy.needs_reviews(r["cold_reasons"])]
         requests = [(r, rating) for r in want_reviews for rating in self.review_ratings]
         texts = self._generate_gated(
             [(r["_listing"], review_prompt(r["_listing"], rating)) for r, rating in requests],
@@ -128,8 +131,12 @@ class Enricher:
         for record in records:
             generated = record["description_synthetic"] or any(r["synthetic"] for r in record["reviews"])
             record["enriched"] = generated
-            record["generator_version"] = self.generator.version if generated else None
+            record["generator_version"] = self.generator_for(record["_listing"]).version if generated else None
         return records
+
+    def generator_for(self, listing: dict) -> TextGenerator | None:
+        """Return the generator for the listing's language, else the default generator."""
+        return self.language_generators.get(listing.get("language") or "en", self.generator)
 
     def _generate_gated(self, requests: list[tuple[dict, str]], *,
                         max_new_tokens: int) -> list[tuple[str | None, dict]]:
@@ -137,11 +144,20 @@ class Enricher:
         if not requests:
             return []
         started = time.perf_counter()
-        prompts = [prompt for _, prompt in requests]
-        outputs = self.generator.generate(prompts, max_new_tokens=max_new_tokens,
-                                          repetition_penalty=self.repetition_penalty)
+        # One batched greedy call per generator; the outputs go back into request order.
+        outputs: list[str] = [""] * len(requests)
+        by_generator: dict[int, list[int]] = {}
+        for index, (listing, _) in enumerate(requests):
+            by_generator.setdefault(id(self.generator_for(listing)), []).append(index)
+        for indices in by_generator.values():
+            generator = self.generator_for(requests[indices[0]][0])
+            batch = generator.generate([requests[i][1] for i in indices], max_new_tokens=max_new_tokens,
+                                       repetition_penalty=self.repetition_penalty)
+            for index, raw in zip(indices, batch):
+                outputs[index] = raw
         results: list[tuple[str | None, dict]] = []
         for (listing, prompt), raw in zip(requests, outputs):
+            generator = self.generator_for(listing)
             text = clean_generation(raw)
             checks = self._check(text, listing)
             attempt = 0
@@ -149,9 +165,9 @@ class Enricher:
                 attempt += 1
                 # A seed derived from the item and attempt keeps replays identical.
                 seed = _stable_seed(listing.get("item_id", ""), prompt, attempt, self.seed)
-                raw = self.generator.generate([prompt], max_new_tokens=max_new_tokens, temperature=0.8,
-                                              top_p=0.95, repetition_penalty=self.repetition_penalty,
-                                              seed=seed)[0]
+                raw = generator.generate([prompt], max_new_tokens=max_new_tokens, temperature=0.8,
+                                         top_p=0.95, repetition_penalty=self.repetition_penalty,
+                                         seed=seed)[0]
                 text = clean_generation(raw)
                 checks = self._check(text, listing)
             if not quality.passed(checks):

@@ -32,6 +32,9 @@ class Settings:
 
     # Generator.
     generator_dir: str | None = None
+    # ONNX generator for Chinese listings (for example a fine-tuned Gemma 3);
+    # unset sends Chinese listings to generator_dir too.
+    generator_dir_zh: str | None = None
     generation_batch_size: int = 8
     generation_batch_timeout_s: float = 0.5
     generation_timeout_s: float = 300.0
@@ -165,11 +168,13 @@ class Settings:
         if self.snapshot_interval_s <= 0 or self.snapshots_kept < 1:
             raise ValueError(f"snapshot_interval_s must be > 0 and snapshots_kept >= 1, got "
                              f"{self.snapshot_interval_s!r} and {self.snapshots_kept!r}")
-        if self.generator_dir is not None and not Path(self.generator_dir).is_dir():
-            raise ValueError(
-                f"generator_dir {self.generator_dir!r} is not a directory; build one with "
-                f"`shopsynth build-generator` and set {ENV_PREFIX}GENERATOR_DIR to its path"
-            )
+        for name in ("generator_dir", "generator_dir_zh"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_dir():
+                raise ValueError(
+                    f"{name} {value!r} is not a directory; build one with `shopsynth build-generator` "
+                    f"or `shopsynth export-generator` and set {ENV_PREFIX}{name.upper()} to its path"
+                )
 
     def to_env(self) -> dict[str, str]:
         """Return the settings as ``SHOPSYNTH_*`` variables for a child process."""

@@ -108,3 +108,30 @@ def test_no_generator_flags_cold_listing():
     assert record["enriched"] is False
     assert record["enrichment_error"] == "generator unavailable"
     assert "_listing" not in finish_record(record)
+
+
+def test_chinese_listing_uses_language_generator():
+    chinese = {**LISTING, "item_id": "zh1", "event_id": "zh-e1", "title": "简约白色牛仔外套", "brand": None,
+               "category": ["服装", "上衣"], "attributes": {"颜色": "白色"}, "price": None, "currency": None,
+               "language": "zh"}
+    zh_text = "这款简约的白色牛仔外套版型宽松，面料柔软舒适，日常出行百搭又好看，上身显得很有精神。"
+    english = ScriptedGenerator([GOOD_TEXT, "Great shoe, light and comfortable on long runs every week."])
+    zh = ScriptedGenerator([zh_text, "外套质量很好，穿着舒服，颜色也很正，非常满意这次购物。"])
+    zh.version = "zh-1"
+    enricher = Enricher(generator=english, language_generators={"zh": zh}, near_duplicates=None)
+
+    records = enricher.enrich_batch([LISTING, chinese], [source(1), source(2)])
+
+    assert all("简约白色牛仔外套" not in prompt for call in english.calls for prompt in call["prompts"])
+    assert all("简约白色牛仔外套" in prompt for call in zh.calls for prompt in call["prompts"])
+    assert records[0]["generator_version"] == "scripted-1"
+    assert records[1]["generator_version"] == "zh-1"
+    assert records[1]["description"] == zh_text
+
+
+def test_missing_language_generator_flags_listing():
+    chinese = {**LISTING, "item_id": "zh2", "event_id": "zh-e2", "language": "zh"}
+    enricher = Enricher(generator=None, language_generators={"en": ScriptedGenerator([GOOD_TEXT, GOOD_TEXT])})
+    records = enricher.enrich_batch([chinese], [source(3)])
+    assert records[0]["enrichment_error"] == "generator unavailable"
+    assert records[0]["enriched"] is False
