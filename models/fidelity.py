@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from models.gate_result import CheckResult
+from models.features import ENGLISH_STOP_WORDS
 from models.text_match import TermMatcher
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,10 @@ class Lexicon:
     @property
     def brand_matcher(self) -> TermMatcher:
         if self._brand_matcher is None:
-            self._brand_matcher = TermMatcher(self.brands, min_latin_chars=MIN_LATIN_TERM_CHARS)
+            # A one-word brand written in lower case ("even") cannot be told apart from the word.
+            brands = {name for name in self.brands if not (name.isascii() and name.islower() and " " not in name)}
+            self._brand_matcher = TermMatcher(brands, min_latin_chars=MIN_LATIN_TERM_CHARS,
+                                              case_sensitive=True, skip_words=ENGLISH_STOP_WORDS)
         return self._brand_matcher
 
     @property

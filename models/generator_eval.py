@@ -108,10 +108,19 @@ def gate_texts(texts: list[str], examples: list[TextExample], *, lexicon: Lexico
     return results
 
 
-def score_texts(texts: list[str], examples: list[TextExample], checks: list[dict], *, language: str) -> dict:
-    """Compute the reference, diversity, embedding and gate metrics of one model on one task."""
+def score_texts(texts: list[str], examples: list[TextExample], checks: list[dict], *, language: str,
+                lexicon: Lexicon) -> dict:
+    """Compute the reference, diversity, embedding and gate metrics of one model on one task.
+
+    The gate rates are also computed on the real texts (``real_*`` keys), which
+    shows how often the gates reject text that people wrote.
+    """
     references = [example.target for example in examples]
     rates = quality.gate_rates(checks)
+    real_checks = gate_texts(references, examples, lexicon=lexicon)
+    real_rates = {f"real_{key}": value for key, value in quality.gate_rates(real_checks).items() if key != "texts"}
+    rejected_real = sum(1 for c in real_checks if not quality.passed(c))
+    real_rates["real_gate_rejection_rate"] = rejected_real / max(1, len(real_checks))
     distances = embedding_distances(embed_texts(texts), embed_texts(references))
     scores = {
         "texts": len(texts),
@@ -124,12 +133,15 @@ def score_texts(texts: list[str], examples: list[TextExample], checks: list[dict
         "real_distinct_2": distinct_n(references, 2, language=language),
         "gate_rejection_rate": sum(1 for c in checks if not quality.passed(c)) / max(1, len(checks)),
         **rates,
+        **real_rates,
         **distances,
     }
     if language == "zh" and examples and examples[0].task == "review":
         expected = [example.sentiment for example in examples]
         matched = [sentiment_from_classifier(text) == label for text, label in zip(texts, expected) if text]
         scores["sentiment_match_rate"] = sum(matched) / max(1, len(matched))
+        real_matched = [sentiment_from_classifier(text) == label for text, label in zip(references, expected)]
+        scores["real_sentiment_match_rate"] = sum(real_matched) / max(1, len(real_matched))
     return scores
 
 
@@ -151,7 +163,7 @@ def evaluate_checkpoint(
         prompts = [example_prompt(example) for example in task_examples]
         texts = generate_texts(checkpoint_dir, prompts, decoding=decoding)
         checks = gate_texts(texts, task_examples, lexicon=lexicon)
-        scores = score_texts(texts, task_examples, checks, language=language)
+        scores = score_texts(texts, task_examples, checks, language=language, lexicon=lexicon)
         loss = mean_target_loss(checkpoint_dir, list(zip(prompts, [e.target for e in task_examples])))
         scores["perplexity_of_real_text"] = math.exp(loss) if not math.isnan(loss) else float("nan")
         metrics[task] = scores

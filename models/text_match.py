@@ -55,11 +55,22 @@ class TermMatcher:
     min_latin_chars
         Latin terms with fewer letters and digits than this are ignored,
         because very short names ("On", "HP") collide with ordinary words.
+    case_sensitive
+        Match Latin terms only with the letter case they were given in, or in
+        capitals, after NFKC. Brand names are proper nouns, so "WITH" (a
+        fashion brand) and "Sharp" must not match the words "with" and
+        "sharp", while "NIKE" still matches "Nike".
+    skip_words
+        Lower-case one-word terms to ignore, such as English stop words that
+        are also brand names ("even").
     """
 
-    def __init__(self, terms: Iterable[str], *, plurals: bool = False, min_latin_chars: int = 1) -> None:
+    def __init__(self, terms: Iterable[str], *, plurals: bool = False, min_latin_chars: int = 1,
+                 case_sensitive: bool = False, skip_words: frozenset[str] = frozenset()) -> None:
         if min_latin_chars < 1:
             raise ValueError(f"min_latin_chars must be >= 1, got {min_latin_chars!r}")
+        self._case_sensitive = case_sensitive
+        self._skip_words = skip_words
         self._substrings: dict[str, str] = {}
         # first token -> list of (token tuple, display form); variants share the display form
         self._by_first_token: dict[str, list[tuple[tuple[str, ...], str]]] = {}
@@ -76,7 +87,13 @@ class TermMatcher:
         term_tokens = tuple(tokens(key))
         if sum(len(token) for token in term_tokens) < min_latin_chars:
             return
+        if len(term_tokens) == 1 and term_tokens[0] in self._skip_words:
+            return
+        if self._case_sensitive:
+            term_tokens = tuple(_TOKEN.findall(_nfkc(term)))
         variants = {term_tokens}
+        if self._case_sensitive:
+            variants.add(tuple(token.upper() for token in term_tokens))
         if plurals:
             variants |= {term_tokens[:-1] + (last,) for last in _number_forms(term_tokens[-1])}
         for variant in variants:
@@ -89,12 +106,16 @@ class TermMatcher:
         """Return the display forms of the terms found in ``text``, sorted, without repeats."""
         key = normalise(text)
         found = {display for substring, display in self._substrings.items() if substring in key}
-        text_tokens = tokens(key)
+        text_tokens = _TOKEN.findall(_nfkc(text)) if self._case_sensitive else tokens(key)
         for index, token in enumerate(text_tokens):
             for variant, display in self._by_first_token.get(token, ()):
                 if tuple(text_tokens[index:index + len(variant)]) == variant:
                     found.add(display)
         return sorted(found)
+
+
+def _nfkc(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 def _number_forms(word: str) -> set[str]:

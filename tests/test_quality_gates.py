@@ -363,3 +363,13 @@ def test_enricher_rejects_copy_of_other_item_text():
     assert second["description"] is None
     assert second["quality"]["description"]["near_duplicate"]["passed"] is False
     assert len(enricher.near_duplicates) >= 1
+
+
+def test_brand_that_is_a_word_needs_its_case():
+    lexicon = Lexicon(brands={"WITH", "Sharp", "even"}, categories=set())
+    gate = quality.QualityGate()
+    assert gate.check("A shirt with long sleeves and a sharp collar, even in summer.", EN_LISTING,
+                      lexicon=lexicon)["brand"].passed
+    assert not gate.check("Cut like the Sharp printer line.", EN_LISTING, lexicon=lexicon)["brand"].passed
+    # A brand that is a stop word is never evidence, even in capitals.
+    assert gate.check("A WITH logo on the chest.", EN_LISTING, lexicon=lexicon)["brand"].passed
