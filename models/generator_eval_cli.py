@@ -18,6 +18,18 @@ from models.generator_report import write_report
 logger = logging.getLogger(__name__)
 
 
+def source_counts(examples) -> list[dict]:
+    """Count examples per (source, task), with the sentiment mix of reviews."""
+    counts: dict[tuple[str, str], dict] = {}
+    for example in examples:
+        row = counts.setdefault((example.source, example.task),
+                                {"source": example.source, "task": example.task, "examples": 0, "sentiments": {}})
+        row["examples"] += 1
+        if example.sentiment:
+            row["sentiments"][example.sentiment] = row["sentiments"].get(example.sentiment, 0) + 1
+    return sorted(counts.values(), key=lambda row: (row["task"], row["source"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopsynth evaluate-generator", description=__doc__)
     parser.add_argument("--model", type=Path, required=True,
@@ -63,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         "model_dir": str(model_dir),
         "base_dir": str(base_dir),
         "training": summary,
+        "sources": source_counts(train_examples + validation_examples),
         "corpus": {"train_examples": len(train_examples), "validation_examples": len(validation_examples),
                    "evaluated_examples": len(examples), "tasks": list(spec.tasks),
                    "limit_per_source": spec.limit_per_source, "validation_share": spec.validation_share},

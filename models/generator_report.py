@@ -26,6 +26,18 @@ METRIC_ROWS = (
 )
 PLOTTED = ("bleu", "rouge_l", "fidelity_rate", "gate_rejection_rate", "distinct_2", "paired_cosine_similarity")
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
+# Known size and noise limits of each source, shown under the source table.
+SOURCE_NOTES = {
+    "myntra": "Myntra descriptions follow one templated house style, so BLEU against them rewards the template.",
+    "amazon2018": "Amazon 2018 Gift Cards metadata: few items have a usable description.",
+    "office2014": "Office Products descriptions include marketing boilerplate and run-together bullet text.",
+    "amazon2018-reviews": "Gift Cards reviews: about 150 items, short texts, and almost all rated 4-5 stars, "
+                          "so negative reviews are rare in training and evaluation.",
+    "advertisegen": "AdvertiseGen: only the first 5,000 training pairs plus the dev set; copies with the "
+                    "upstream <UNK> mask are dropped and the BRAND mask removed; apparel only.",
+    "online-shopping": "online_shopping_10_cats: no item ids or titles, so the listing is the category name "
+                       "and each review is its own item; categories include hotels and one dairy brand.",
+}
 
 
 def _format(value: float | None, pattern: str) -> str:
@@ -104,6 +116,14 @@ def write_report(report: dict, *, examples: list[TextExample], samples: dict[str
         f"![metrics]({png_path.name})",
         "",
     ]
+    if report.get("sources"):
+        lines += ["## Data", "", "| source | task | examples | sentiments |", "|---|---|---:|---|"]
+        for row in report["sources"]:
+            sentiments = ", ".join(f"{name} {count}" for name, count in sorted(row["sentiments"].items()))
+            lines.append(f"| {row['source']} | {row['task']} | {row['examples']} | {sentiments} |")
+        lines.append("")
+        lines += [f"- {SOURCE_NOTES[row['source']]}" for row in report["sources"] if row["source"] in SOURCE_NOTES]
+        lines.append("")
     for task in report["metrics"]["fine_tuned"]:
         lines += [f"## {task.capitalize()}", ""]
         lines += _metric_table(task, report["metrics"]["base"][task], report["metrics"]["fine_tuned"][task])
