@@ -31,7 +31,7 @@ from models.text_metrics import (
 )
 from models.text_prep import TextExample, sentiment_from_classifier
 from models.prompts import clean_generation, prompt_token_ids
-from models.train import mean_target_loss
+from models.train import available_cpu_count, mean_target_loss
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def generate_texts(checkpoint_dir: Path, prompts: list[str], *, decoding: Decodi
     """Generate one cleaned text per prompt with a PyTorch checkpoint (left-padded batches)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(available_cpu_count())
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32).eval()

@@ -14,8 +14,9 @@ from models import quality, safety
 from models.fidelity import Lexicon, check_numbers
 from models.near_duplicate import NearDuplicateIndex
 from streams.cold_start import ColdStartPolicy
-from streams.enrichment import Enricher, SourceRef, gate_from_settings, near_duplicates_from_settings
+from streams.enrichment import Enricher, gate_from_settings, near_duplicates_from_settings
 from streams.settings import Settings
+from tests.test_enrichment import ScriptedGenerator, source
 
 EN_LISTING = {
     "event_id": "e1", "item_id": "en-1", "title": "Acme Trail Runner 2 shoe", "brand": "Acme",
@@ -313,22 +314,6 @@ def test_gate_rates_from_records():
     assert rates["hallucinated_brand_rate"] == pytest.approx(1 / 3)
     assert rates["safety_flag_rate"] == pytest.approx(1 / 3)
     assert math.isnan(quality.gate_rates([])["fidelity_rate"])
-
-
-class ScriptedGenerator:
-    version = "scripted-gates"
-
-    def __init__(self, outputs: list[str]):
-        self.outputs = list(outputs)
-        self.calls: list[dict] = []
-
-    def generate(self, prompts, **kwargs):
-        self.calls.append({"prompts": list(prompts), **kwargs})
-        return [self.outputs.pop(0) for _ in prompts]
-
-
-def source(offset: int) -> SourceRef:
-    return SourceRef(topic="product-created", partition=0, offset=offset)
 
 
 def test_enricher_flags_hallucinated_brand():
