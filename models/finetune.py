@@ -1,6 +1,6 @@
-"""Fine-tune the generator for descriptions and reviews on real data: ``shopsynth train-generator``.
+"""Fine-tune the generator for descriptions and reviews on real data: shopsynth train-generator.
 
-The command reads the real corpora of one language (see :mod:`models.corpora`),
+The command reads the real corpora of one language (models/corpora.py),
 splits them by item, turns every example into a (task prompt, target) pair and
 fine-tunes a base causal LM on both tasks at once. The output folder holds the
 fine-tuned checkpoint, ``training_summary.json`` and ``split.json``; the latter
@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,9 +50,7 @@ class CorpusSpec:
     def read(cls, folder: Path) -> "CorpusSpec":
         path = Path(folder) / SPLIT_FILE
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found; pass a folder written by `shopsynth train-generator`, or --language"
-            )
+            raise FileNotFoundError(f"{path} not found; pass a --model folder written by `shopsynth train-generator`")
         record = json.loads(path.read_text())
         record.pop("validation_item_ids", None)
         record["tasks"] = tuple(record["tasks"])
@@ -106,19 +105,35 @@ def train_generator(
     Other parameters are those of :func:`models.train.fine_tune`.
     """
     from models.base import resolve_base_checkpoint
-    from models.train import fine_tune
+    from models.train import fine_tune, latest_checkpoint
 
+    output_dir = Path(output_dir)
+    check_training_options(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                           max_length=max_length, save_steps=save_steps, spec=spec)
+    previous = latest_checkpoint(output_dir / "checkpoints")
+    if resume and previous is None:
+        raise ValueError(f"--resume: no checkpoint in {output_dir / 'checkpoints'}; run without --resume to start")
+    if resume and previous is not None and int(previous.name.split("-")[-1]) > max_steps:
+        raise ValueError(f"--resume: {previous.name} is past --steps {max_steps}; pass --steps above that step")
+    if not resume and previous is not None:
+        raise ValueError(f"{output_dir} already holds checkpoints of another run; pass --resume to continue "
+                         "it or choose an empty --output folder")
+    if resume and (output_dir / SPLIT_FILE).is_file() and CorpusSpec.read(output_dir) != spec:
+        raise ValueError(f"--resume: the corpus options differ from those in {output_dir / SPLIT_FILE}; "
+                         "pass the same --language, --tasks, --limit-per-source, --validation-share and --seed")
+
+    base_dir = resolve_base_checkpoint(base, cache_dir=cache_dir)
     train_examples, validation_examples = spec.load(data_dir=data_dir)
     if not train_examples:
-        raise ValueError(f"no training examples for language {spec.language!r} and tasks {spec.tasks}; "
-                         "check the dataset root")
-    output_dir = Path(output_dir)
+        raise ValueError(f"no training examples for language {spec.language!r} and tasks {list(spec.tasks)}; "
+                         "check the dataset root (--data-dir or SHOPSYNTH_DATA_DIR)")
+    if not validation_examples:
+        raise ValueError("no held-out examples: raise --limit-per-source or --validation-share")
     output_dir.mkdir(parents=True, exist_ok=True)
     spec.save(output_dir, validation_item_ids=[example.item_id for example in validation_examples])
     logger.info("corpus %s: %d train and %d validation examples", spec.language,
                 len(train_examples), len(validation_examples))
 
-    base_dir = resolve_base_checkpoint(base, cache_dir=cache_dir)
     return fine_tune(
         base_dir,
         training_pairs(train_examples, seed=seed),
@@ -133,6 +148,28 @@ def train_generator(
         save_steps=save_steps,
         resume=resume,
     )
+
+
+def check_training_options(*, max_steps: int, batch_size: int, learning_rate: float, max_length: int,
+                           save_steps: int, spec: CorpusSpec) -> None:
+    """Raise ValueError, naming the command-line option, for a value that cannot train."""
+    from models.text_prep import TASKS
+    from models.train import MIN_TARGET_TOKENS
+
+    for option, value in (("--steps", max_steps), ("--batch-size", batch_size), ("--save-steps", save_steps)):
+        if value < 1:
+            raise ValueError(f"invalid {option} {value}: expected 1 or more")
+    if not learning_rate > 0:
+        raise ValueError(f"invalid --learning-rate {learning_rate}: expected a value above 0, such as 1e-4")
+    if max_length <= MIN_TARGET_TOKENS + 1:
+        raise ValueError(f"invalid --max-length {max_length}: expected more than {MIN_TARGET_TOKENS + 1}")
+    if spec.limit_per_source is not None and spec.limit_per_source < 1:
+        raise ValueError(f"invalid --limit-per-source {spec.limit_per_source}: expected 1 or more")
+    if not 0.0 < spec.validation_share < 1.0:
+        raise ValueError(f"invalid --validation-share {spec.validation_share}: expected a value above 0 and below 1")
+    unknown = [task for task in spec.tasks if task not in TASKS]
+    if unknown or not spec.tasks:
+        raise ValueError(f"invalid --tasks {','.join(spec.tasks)!r}: expected a comma-separated subset of {list(TASKS)}")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -179,7 +216,16 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun the same command with --resume to continue from the newest checkpoint "
+              f"in {args.output / 'checkpoints'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -49,9 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.per_task < 1:
         raise ValueError(f"invalid --per-task {args.per_task}: expected at least 1")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"invalid --max-new-tokens {args.max_new_tokens}: expected at least 1")
     model_dir = Path(args.model)
     spec = CorpusSpec.read(model_dir)
-    summary = json.loads((model_dir / "training_summary.json").read_text())
+    summary_path = model_dir / "training_summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} not found: the training run in {model_dir} did not finish; "
+                                "rerun `shopsynth train-generator` with --resume")
+    summary = json.loads(summary_path.read_text())
     base_dir = Path(args.base) if args.base else Path(summary["base_dir"])
     if not (base_dir / "config.json").is_file():
         from models.base import resolve_base_checkpoint
@@ -61,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     started_s = time.perf_counter()
     train_examples, validation_examples = spec.load(data_dir=resolve_data_dir(args.data_dir))
     examples = sample_validation(validation_examples, per_task=args.per_task, seed=args.seed)
+    if not examples:
+        raise ValueError(f"no held-out examples in {model_dir}; retrain with a larger --limit-per-source")
+    for task in spec.tasks:
+        available = sum(1 for example in examples if example.task == task)
+        if available < args.per_task:
+            logger.warning("only %d held-out %s items, fewer than --per-task %d", available, task, args.per_task)
     # Brands and categories of the whole corpus, so that a brand from another item counts as hallucinated.
     lexicon = Lexicon.from_listings(example.listing for example in train_examples + validation_examples)
     decoding = DecodingSettings(max_new_tokens=args.max_new_tokens)
@@ -96,7 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

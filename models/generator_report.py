@@ -46,6 +46,14 @@ def _format(value: float | None, pattern: str) -> str:
     return pattern.format(value)
 
 
+def _sample(text: str, *, max_chars: int = 300) -> str:
+    """Return ``text`` on one Markdown line, cut at ``max_chars`` with an ellipsis."""
+    line = " ".join(text.split())
+    if not line:
+        return "(empty)"
+    return line if len(line) <= max_chars else line[:max_chars] + "…"
+
+
 def _metric_table(task: str, base: dict, tuned: dict) -> list[str]:
     lines = [f"| {task} metric | base | fine-tuned | real text | better |", "|---|---:|---:|---:|---|"]
     for key, label, higher_is_better, pattern in METRIC_ROWS:
@@ -93,7 +101,8 @@ def write_report(report: dict, *, examples: list[TextExample], samples: dict[str
     """Write ``<output>.md``, ``<output>.json`` and ``<output>.png``; return their paths."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path, png_path = (output.with_suffix(suffix) for suffix in (".json", ".md", ".png"))
+    # Suffixes are appended, so a name with a dot ("run-1.5") keeps it.
+    json_path, markdown_path, png_path = (output.with_name(output.name + suffix) for suffix in (".json", ".md", ".png"))
     json_path.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str))
     _plot(report, png_path)
 
@@ -134,9 +143,9 @@ def write_report(report: dict, *, examples: list[TextExample], samples: dict[str
                 f", {example.sentiment}" if example.sentiment else "")
             lines += [
                 f"- **{example.listing['title']}**{condition}",
-                f"  - real: {example.target[:300]}",
-                f"  - base: {samples['base'][task][index][:300] or '(empty)'}",
-                f"  - fine-tuned: {samples['fine_tuned'][task][index][:300] or '(empty)'}",
+                f"  - real: {_sample(example.target)}",
+                f"  - base: {_sample(samples['base'][task][index])}",
+                f"  - fine-tuned: {_sample(samples['fine_tuned'][task][index])}",
             ]
         lines.append("")
     lines += [f"Evaluation time: {report['elapsed_s']:.0f} s.", ""]

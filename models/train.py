@@ -169,7 +169,7 @@ def fine_tune(
 
     eval_dataset = [encode_pair(tokenizer, prompt, target, max_length=max_length)
                     for prompt, target in eval_pairs or []]
-    resume_from = _latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
+    resume_from = latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
     if resume_from is not None:
         logger.info("resuming from checkpoint %s", resume_from)
 
@@ -208,6 +208,11 @@ def fine_tune(
             processing_class=tokenizer,
         )
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        # After a resume, Trainer's training_loss averages only this session's steps over all steps,
+        # so the mean of the logged losses (restored with the checkpoint) is used instead.
+        logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        train_loss = sum(logged) / len(logged) if resume_from and logged else result.training_loss
+        steps_run = max_steps - (int(resume_from.name.split("-")[-1]) if resume_from else 0)
         eval_loss = trainer.evaluate()["eval_loss"] if eval_dataset else None
         elapsed_s = time.perf_counter() - started_s
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -224,23 +229,25 @@ def fine_tune(
         "learning_rate": learning_rate,
         "max_length": max_length,
         "seed": seed,
-        "train_loss": result.training_loss,
+        "train_loss": train_loss,
         "eval_loss": eval_loss,
         "num_eval_pairs": len(eval_dataset),
         "resumed_from": str(resume_from) if resume_from else None,
         "train_time_s": round(elapsed_s, 2),
-        "seconds_per_step": round(elapsed_s / max_steps, 3),
+        "seconds_per_step": round(elapsed_s / max(1, steps_run), 3),
     }
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
     logger.info(
         "fine-tuned %s in %.1f s (%.2f s/step, mean train loss %.3f)",
-        output_dir, elapsed_s, elapsed_s / max_steps, result.training_loss,
+        output_dir, elapsed_s, elapsed_s / max(1, steps_run), train_loss,
     )
     return output_dir
 
 
-def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     """Return the ``checkpoint-<step>`` folder with the highest step, or None."""
+    if checkpoint_dir is None or not Path(checkpoint_dir).is_dir():
+        return None
     candidates = [
         path for path in Path(checkpoint_dir).glob("checkpoint-*")
         if path.is_dir() and path.name.split("-")[-1].isdigit()

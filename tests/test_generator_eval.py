@@ -98,3 +98,51 @@ def test_train_and_evaluate_tiny_generator(tiny_checkpoint_dir, tmp_path, capsys
     tuned_ppl = report["metrics"]["fine_tuned"]["description"]["perplexity_of_real_text"]
     assert tuned_ppl < base_ppl
     assert "BLEU" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--steps", "0", "invalid --steps 0"),
+        ("--batch-size", "-1", "invalid --batch-size -1"),
+        ("--save-steps", "0", "invalid --save-steps 0"),
+        ("--learning-rate", "-1", "invalid --learning-rate -1"),
+        ("--limit-per-source", "0", "invalid --limit-per-source 0"),
+        ("--validation-share", "1", "invalid --validation-share 1.0"),
+        ("--tasks", "summary", "invalid --tasks 'summary'"),
+    ],
+)
+def test_train_generator_rejects_option_before_writing(option, value, message, tmp_path, capsys):
+    from models.finetune import main as train_main
+
+    output = tmp_path / "model"
+    output.mkdir()
+    (output / "split.json").write_text("kept")
+    assert train_main(["--output", str(output), "--data-dir", str(tmp_path), option, value]) == 2
+    assert message in capsys.readouterr().err
+    assert (output / "split.json").read_text() == "kept"
+
+
+def test_train_generator_resume_needs_checkpoint(tmp_path, capsys):
+    from models.finetune import main as train_main
+
+    assert train_main(["--output", str(tmp_path / "empty"), "--data-dir", str(tmp_path), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_train_generator_rejects_used_folder(tmp_path, capsys):
+    from models.finetune import main as train_main
+
+    (tmp_path / "model" / "checkpoints" / "checkpoint-6").mkdir(parents=True)
+    assert train_main(["--output", str(tmp_path / "model"), "--data-dir", str(tmp_path), "--steps", "4"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert train_main(["--output", str(tmp_path / "model"), "--data-dir", str(tmp_path), "--steps", "4",
+                       "--resume"]) == 2
+    assert "past --steps 4" in capsys.readouterr().err
+
+
+def test_evaluate_generator_needs_training_folder(tmp_path, capsys):
+    from models.generator_eval_cli import main as evaluate_main
+
+    assert evaluate_main(["--model", str(tmp_path), "--output", str(tmp_path / "report")]) == 2
+    assert "split.json not found" in capsys.readouterr().err
