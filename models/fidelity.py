@@ -78,7 +78,7 @@ class Lexicon:
     @property
     def brand_matcher(self) -> TermMatcher:
         if self._brand_matcher is None:
-            # A one-word brand written in lower case ("even") cannot be told apart from the word.
+            # A one-word brand written in lower case ("even") is indistinguishable from the ordinary word.
             brands = {name for name in self.brands if not (name.isascii() and name.islower() and " " not in name)}
             self._brand_matcher = TermMatcher(brands, min_latin_chars=MIN_LATIN_TERM_CHARS,
                                               case_sensitive=True, skip_words=ENGLISH_STOP_WORDS)

@@ -2,9 +2,9 @@
 
 The command reads the real corpora of one language (models/corpora.py),
 splits them by item, turns every example into a (task prompt, target) pair and
-fine-tunes a base causal LM on both tasks at once. The output folder holds the
-fine-tuned checkpoint, ``training_summary.json`` and ``split.json``; the latter
-records how to rebuild the held-out split for ``shopsynth evaluate-generator``.
+fine-tunes a base causal LM on both tasks at once. The output folder contains the
+fine-tuned checkpoint, ``training_summary.json`` and ``split.json``. The split
+file records how to rebuild the held-out split for ``shopsynth evaluate-generator``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SPLIT_FILE = "split.json"
 
 @dataclass(frozen=True, kw_only=True)
 class CorpusSpec:
-    """How a corpus and its split were built, so an evaluation can rebuild the same split."""
+    """Corpus options and split seed, saved so that an evaluation rebuilds the same split."""
 
     language: str
     tasks: tuple[str, ...] = ("description", "review")
@@ -116,7 +116,7 @@ def train_generator(
     if resume and previous is not None and int(previous.name.split("-")[-1]) > max_steps:
         raise ValueError(f"--resume: {previous.name} is past --steps {max_steps}; pass --steps above that step")
     if not resume and previous is not None:
-        raise ValueError(f"{output_dir} already holds checkpoints of another run; pass --resume to continue "
+        raise ValueError(f"{output_dir} already contains checkpoints of another run; pass --resume to continue "
                          "it or choose an empty --output folder")
     if resume and (output_dir / SPLIT_FILE).is_file() and CorpusSpec.read(output_dir) != spec:
         raise ValueError(f"--resume: the corpus options differ from those in {output_dir / SPLIT_FILE}; "

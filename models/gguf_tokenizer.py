@@ -85,7 +85,7 @@ def load_gemma_gguf_tokenizer(gguf_path: Path):
         AddedToken(piece, special=True, normalized=False)
         for piece, kind in zip(pieces, token_types) if kind == TOKEN_TYPE_CONTROL
     ])
-    # Whitespace-only pieces stay with the BPE model, which sees spaces as U+2581.
+    # Whitespace-only pieces stay with the BPE model, which represents spaces as U+2581.
     tokenizer.add_tokens([
         AddedToken(piece, special=False, normalized=False)
         for piece, kind in zip(pieces, token_types)
