@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 # Bump when the graph interface or export settings change: it is part of generator_version.
 EXPORT_CODE_VERSION = "2"
-PARITY_TOLERANCE = 1e-3
+# Max abs logits difference of the fp32 post-export check, whose random past gives
+# larger logits than real prompts: a fine-tuned SmolLM2 measured 1.1e-3 there and
+# 4e-4 on 100 real prompts. A broken graph differs by orders of magnitude more.
+PARITY_TOLERANCE = 5e-3
 DEFAULT_VARIANTS = ("fp32", "int8", "fp16")
 TOKENIZER_FILES = (
     "tokenizer.json",

@@ -51,7 +51,7 @@ VARIANT_TOLERANCES = {
 # about 20 positions with a random past (one flipped argmax costs 5 % agreement). It
 # catches broken graphs, and the real-prompt parity applies VARIANT_TOLERANCES.
 EXPORT_CHECK_TOLERANCES = {
-    "fp32": {"max_abs_diff": 1e-3, "min_top1_agreement": 0.95},
+    "fp32": {"max_abs_diff": 5e-3, "min_top1_agreement": 0.95},
     "int8": {"max_abs_diff": None, "min_top1_agreement": 0.7},
     "fp16": {"max_abs_diff": 2.0, "min_top1_agreement": 0.9},
 }
