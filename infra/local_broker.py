@@ -48,7 +48,7 @@ def script_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     with path.open("a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
@@ -57,7 +57,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -78,7 +78,7 @@ def acquire() -> BrokerLease:
     sessions_dir = instance_dir / "test-sessions"
     sessions_dir.mkdir(parents=True, exist_ok=True)
     session_file = sessions_dir / str(os.getpid())
-    with _file_lock(instance_dir / "test-sessions.lock"):
+    with file_lock(instance_dir / "test-sessions.lock"):
         session_file.touch()
         was_running = run_kafka_script("status").returncode == 0
         result = run_kafka_script("start")
@@ -100,11 +100,11 @@ def release(lease: BrokerLease) -> None:
     sessions_dir = lease.session_file.parent
     started_marker = instance_dir / "started-by-tests"
     pid_file = Path(env["KAFKA_PID_FILE"])
-    with _file_lock(instance_dir / "test-sessions.lock"):
+    with file_lock(instance_dir / "test-sessions.lock"):
         lease.session_file.unlink(missing_ok=True)
         live_sessions = []
         for other in sessions_dir.iterdir():
-            if other.name.isdigit() and _pid_alive(int(other.name)):
+            if other.name.isdigit() and pid_alive(int(other.name)):
                 live_sessions.append(other.name)
             else:
                 other.unlink(missing_ok=True)

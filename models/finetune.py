@@ -214,14 +214,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Errors a user can fix from the command line; each is printed as one "error:" line with exit status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def run_command(run_args, args: argparse.Namespace) -> int:
+    """Run ``run_args(args)``, printing a user error as one line instead of a traceback."""
+    try:
+        return run_args(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return run_command(run, args)
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command with --resume to continue from the newest checkpoint "
               f"in {args.output / 'checkpoints'}", file=sys.stderr)

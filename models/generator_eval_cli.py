@@ -6,13 +6,12 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 from models.corpora import resolve_data_dir
 from models.fidelity import Lexicon
-from models.finetune import CorpusSpec
+from models.finetune import CorpusSpec, run_command
 from models.generator_eval import DecodingSettings, evaluate_checkpoint, sample_validation
 from models.generator_report import write_report
 
@@ -109,12 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -11,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,7 +193,7 @@ def broker_restart_skip_reason(bootstrap_servers: str) -> str | None:
     if not marker.exists() or marker.read_text().strip() != broker_pid:
         return f"the broker on {bootstrap_servers} was not started by a test session"
     users = {path.name for path in (instance_dir / "test-sessions").iterdir() if path.name.isdigit()}
-    others = sorted(user for user in users if user != str(os.getpid()) and _pid_alive(int(user)))
+    others = sorted(user for user in users if user != str(os.getpid()) and local_broker.pid_alive(int(user)))
     if others:
         return f"other processes use the broker on {bootstrap_servers}: pids {others}"
     return None
@@ -211,7 +209,7 @@ def restart_broker() -> float:
     env = local_broker.script_env()
     instance_dir = Path(env["KAFKA_INSTANCE_DIR"])
     started = time.monotonic()
-    with _file_lock(instance_dir / "test-sessions.lock"):
+    with local_broker.file_lock(instance_dir / "test-sessions.lock"):
         stopped = local_broker.run_kafka_script("stop")
         assert stopped.returncode == 0, f"kafka.sh stop failed:\n{stopped.stdout}\n{stopped.stderr}"
         restarted = local_broker.run_kafka_script("start")
@@ -220,26 +218,6 @@ def restart_broker() -> float:
     down_s = time.monotonic() - started
     logger.info("restarted the broker on %s in %.1f s", env["KAFKA_BOOTSTRAP_SERVERS"], down_s)
     return down_s
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def read_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 60.0) -> list[dict]:

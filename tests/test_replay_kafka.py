@@ -80,7 +80,7 @@ def test_replay_offset_range(kafka_bootstrap, topic_prefix):
     topic = target + "product-created"
     collected = asyncio.run(collect(kafka_bootstrap, [topic], timeout_s=20,
                                     done=lambda c: len(c.records[topic]) >= copied["product-created"]))
-    # Offsets 1 and 2 of each partition that holds at least 3 records, fewer where it holds less.
+    # Offsets 1 and 2 of each partition that contains at least 3 records, fewer where it contains less.
     assert 0 < copied["product-created"] <= 2 * 4
     assert len(collected.records[topic]) == copied["product-created"]
 
