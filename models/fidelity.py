@@ -186,7 +186,20 @@ _CN_UNITS = ("个月", "小时", "分钟", "千克", "千米", "千瓦", "公斤
 _CN_NUMERAL_WITH_UNIT = re.compile("(?<![零〇一二两三四五六七八九十百千万])([零〇一二两三四五六七八九十百千万]+?)(?=" + "|".join(_CN_UNITS) + ")")
 
 
-def check_numbers(text: str, listing: Mapping) -> CheckResult:
+# Spans a review may contain without stating a product attribute: time of use,
+# counts of events, star scores, ages, floors and list markers ("用了3天",
+# "第二次", "5星", "住在5楼", "1、", "2 weeks", "5 stars"). Prices, sizes and
+# specifications stay checked. A Chinese numeral here may end in 个 (两个月).
+_NUMERAL_CHARS = r"(?:\d+(?:[.,]\d+)?|[零〇一二两三四五六七八九十百千万]+)"
+_REVIEW_USAGE_NUMBER = re.compile(
+    r"(?:" + _NUMERAL_CHARS + r"\s*多?\s*(?:个月|个小时|个星期|小时|分钟|星期|礼拜|月|年|周|天|晚|夜|次|遍|回|趟|楼|岁|星|颗星|分)"
+    r"|(?:(?<=^)|(?<=[\s。，,；;！!？?：:（(\n]))\d{1,2}\s*[、.．)）](?!\d)"
+    r"|\b\d+(?:\.\d+)?\s*(?:-\s*)?(?:days?|weeks?|months?|years?|hours?|minutes?|times?|stars?|nights?|year-old)\b)",
+    re.IGNORECASE,
+)
+
+
+def check_numbers(text: str, listing: Mapping, *, task: str = "description") -> CheckResult:
     """Fail when ``text`` states a number that is absent from the listing.
 
     Numbers are compared by value after NFKC normalisation, so "59", "59.00"
@@ -195,6 +208,11 @@ def check_numbers(text: str, listing: Mapping) -> CheckResult:
     一百毫升). A bare 一 before a unit is skipped, as is the English word
     "one", because both are ordinary words. In the listing every Chinese
     numeral counts (九分裤 allows "9").
+
+    With ``task="review"``, numbers about the reviewer's use rather than the
+    product are not counted: durations, counts of events, star scores,
+    ages, floors and list markers (see ``_REVIEW_USAGE_NUMBER``). Prices,
+    sizes and specifications are counted for both tasks.
 
     NOTE: English number words ("two years") and Chinese numerals without a
     unit are not checked.
@@ -206,7 +224,11 @@ def check_numbers(text: str, listing: Mapping) -> CheckResult:
     source_numerals = _CN_NUMERAL.findall(source) + _CN_NUMERAL_WITH_UNIT.findall(source)
     known |= {str(value) for value in map(_parse_cn_numeral, source_numerals) if value is not None}
 
+    if task not in ("description", "review"):
+        raise ValueError(f"invalid task {task!r}: expected 'description' or 'review'")
     normalised_text = unicodedata.normalize("NFKC", text)
+    if task == "review":
+        normalised_text = _REVIEW_USAGE_NUMBER.sub(" ", normalised_text)
     stated = {_normalise_number(number): number for number in _NUMBER.findall(normalised_text)}
     for numeral in _CN_NUMERAL_WITH_UNIT.findall(normalised_text):
         value = _parse_cn_numeral(numeral)

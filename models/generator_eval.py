@@ -102,7 +102,7 @@ def gate_texts(texts: list[str], examples: list[TextExample], *, lexicon: Lexico
     index = NearDuplicateIndex()
     results = []
     for text, example in zip(texts, examples):
-        checks = gate.check(text, example.listing, lexicon=lexicon, near_duplicates=index)
+        checks = gate.check(text, example.listing, task=example.task, lexicon=lexicon, near_duplicates=index)
         if quality.passed(checks):
             index.add(text, item_id=example.item_id)
         results.append(checks)

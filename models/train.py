@@ -213,7 +213,7 @@ def fine_tune(
         logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         train_loss = sum(logged) / len(logged) if resume_from and logged else result.training_loss
         steps_run = max_steps - (int(resume_from.name.split("-")[-1]) if resume_from else 0)
-        eval_loss = trainer.evaluate()["eval_loss"] if eval_dataset else None
+        eval_loss = _final_eval_loss(trainer, max_steps=max_steps) if eval_dataset else None
         elapsed_s = time.perf_counter() - started_s
         output_dir.mkdir(parents=True, exist_ok=True)
         trainer.save_model(str(output_dir))
@@ -338,3 +338,11 @@ def make_tiny_checkpoint(tokenizer_source_dir: Path, output_dir: Path, *, seed: 
     tokenizer.save_pretrained(str(output_dir))
     logger.info("saved tiny checkpoint %s (%d parameters)", output_dir, model.num_parameters())
     return output_dir
+
+
+def _final_eval_loss(trainer: "transformers.Trainer", *, max_steps: int) -> float:
+    """Return the validation loss after the last step, evaluating only when Trainer has not already."""
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and entry.get("step") == max_steps:
+            return float(entry["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])

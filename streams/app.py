@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import faust
@@ -41,6 +42,8 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         web_enabled=False,
         stream_wait_empty=False,
         broker_credentials=_credentials(settings),
+        # Tables live in memory; Faust still creates its data folder, so keep it out of the working directory.
+        datadir=str(_faust_data_dir(settings)),
     )
     state = WorkerState(
         enricher=Enricher(
@@ -91,6 +94,14 @@ def _snapshot_dir(settings: Settings) -> Path:
     if settings.snapshot_dir:
         return Path(settings.snapshot_dir).expanduser()
     return snapshots.default_snapshot_dir(topic_prefix=settings.topic_prefix, app_id=settings.app_id)
+
+
+def _faust_data_dir(settings: Settings) -> Path:
+    """Return ``<cache dir>/faust/<topic_prefix><app_id>``; see ``models.base.resolve_cache_dir``."""
+    from models.base import resolve_cache_dir
+
+    name = f"{settings.topic_prefix}{settings.app_id}".replace(os.sep, "_") or "default"
+    return resolve_cache_dir() / "faust" / name
 
 
 def _load_generator(generator_dir: str | None, *, settings: Settings, variable: str = "SHOPSYNTH_GENERATOR_DIR"):

@@ -1,9 +1,10 @@
-"""Command line: ``shopsynth demo|worker|provision|feed|build-generator``."""
+"""Command line: ``shopsynth demo|worker|provision|feed|replay|evaluate|train-generator|...``; see ``--help``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -80,20 +81,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands with parsers of their own; the global options before them are read here.
+_DELEGATED = {
+    "evaluate": "models.evaluate_cli",
+    "train-generator": "models.finetune",
+    "evaluate-generator": "models.generator_eval_cli",
+}
+_GLOBAL_OPTIONS = ("--bootstrap-servers", "--topic-prefix", "--log-level")
+
+
+def _split_global_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Split ``argv`` into the global options before the command and the rest."""
+    options: dict[str, str] = {}
+    index = 0
+    while index < len(argv):
+        name, equals, value = argv[index].partition("=")
+        if name not in _GLOBAL_OPTIONS:
+            break
+        if not equals:
+            if index + 1 >= len(argv):
+                break
+            value = argv[index + 1]
+            index += 1
+        options[name] = value
+        index += 1
+    return options, argv[index:]
+
+
+def _run_delegated(command: str, options: dict[str, str], rest: list[str]) -> int:
+    unused = [name for name in options if name != "--log-level"]
+    if unused:
+        print(f"error: {', '.join(unused)} has no effect on {command}; drop it", file=sys.stderr)
+        return 2
+    level = options.get("--log-level", "info")
+    if not isinstance(logging.getLevelName(level.upper()), int):
+        print(f"error: invalid --log-level {level!r}: use debug, info, warning or error", file=sys.stderr)
+        return 2
+    # The command's own basicConfig call is a no-op once the root logger has a handler.
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(_DELEGATED[command])
+    return module.main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["evaluate"]:
-        from models.evaluate_cli import main as evaluate_main
-
-        return evaluate_main(argv[1:])
-    if argv[:1] == ["train-generator"]:
-        from models.finetune import main as train_main
-
-        return train_main(argv[1:])
-    if argv[:1] == ["evaluate-generator"]:
-        from models.generator_eval_cli import main as generator_eval_main
-
-        return generator_eval_main(argv[1:])
+    options, rest = _split_global_options(argv)
+    if rest[:1] and rest[0] in _DELEGATED:
+        return _run_delegated(rest[0], options, rest[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix,

@@ -105,7 +105,7 @@ class Enricher:
         want_description = [r for r in records_to_generate if self.policy.needs_description(r["cold_reasons"])]
         texts = self._generate_gated(
             [(r["_listing"], description_prompt(r["_listing"])) for r in want_description],
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=self.max_new_tokens, task="description",
         )
         for record, (text, checks) in zip(want_description, texts):
             record["quality"]["description"] = quality.as_dict(checks)
@@ -119,7 +119,7 @@ class Enricher:
         requests = [(r, rating) for r in want_reviews for rating in self.review_ratings]
         texts = self._generate_gated(
             [(r["_listing"], review_prompt(r["_listing"], rating)) for r, rating in requests],
-            max_new_tokens=self.review_max_new_tokens,
+            max_new_tokens=self.review_max_new_tokens, task="review",
         )
         for (record, rating), (text, checks) in zip(requests, texts):
             record["quality"][f"review_{rating}"] = quality.as_dict(checks)
@@ -139,7 +139,7 @@ class Enricher:
         return self.language_generators.get(listing.get("language") or "en", self.generator)
 
     def _generate_gated(self, requests: list[tuple[dict, str]], *,
-                        max_new_tokens: int) -> list[tuple[str | None, dict]]:
+                        max_new_tokens: int, task: str) -> list[tuple[str | None, dict]]:
         """Generate greedily, then resample each rejected text with a seed of its own."""
         if not requests:
             return []
@@ -159,7 +159,7 @@ class Enricher:
         for (listing, prompt), raw in zip(requests, outputs):
             generator = self.generator_for(listing)
             text = clean_generation(raw)
-            checks = self._check(text, listing)
+            checks = self._check(text, listing, task=task)
             attempt = 0
             while not quality.passed(checks) and attempt < self.max_regenerations:
                 attempt += 1
@@ -169,7 +169,7 @@ class Enricher:
                                          top_p=0.95, repetition_penalty=self.repetition_penalty,
                                          seed=seed)[0]
                 text = clean_generation(raw)
-                checks = self._check(text, listing)
+                checks = self._check(text, listing, task=task)
             if not quality.passed(checks):
                 failed = [name for name, c in checks.items() if not c.passed]
                 logger.info("gate rejected item_id=%s attempts=%d failed=%s",
@@ -182,8 +182,9 @@ class Enricher:
         logger.info("generated texts=%d elapsed_s=%.2f", len(requests), time.perf_counter() - started)
         return results
 
-    def _check(self, text: str, listing: dict) -> dict[str, quality.CheckResult]:
-        return self.gate.check(text, listing, lexicon=self.lexicon, near_duplicates=self.near_duplicates)
+    def _check(self, text: str, listing: dict, *, task: str) -> dict[str, quality.CheckResult]:
+        return self.gate.check(text, listing, task=task, lexicon=self.lexicon,
+                               near_duplicates=self.near_duplicates)
 
     @staticmethod
     def _base_record(listing: dict, source: SourceRef, reasons: list[str]) -> dict[str, Any]:

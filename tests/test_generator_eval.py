@@ -146,3 +146,15 @@ def test_evaluate_generator_needs_training_folder(tmp_path, capsys):
 
     assert evaluate_main(["--model", str(tmp_path), "--output", str(tmp_path / "report")]) == 2
     assert "split.json not found" in capsys.readouterr().err
+
+
+def test_global_options_reach_delegated_commands(tmp_path, capsys):
+    from streams.cli import main as cli_main
+
+    argv = ["train-generator", "--output", str(tmp_path / "empty"), "--data-dir", str(tmp_path), "--resume"]
+    assert cli_main(["--log-level", "warning", *argv]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert cli_main(["--log-level=loud", *argv]) == 2
+    assert "invalid --log-level 'loud'" in capsys.readouterr().err
+    assert cli_main(["--topic-prefix", "x.", *argv]) == 2
+    assert "--topic-prefix has no effect on train-generator" in capsys.readouterr().err

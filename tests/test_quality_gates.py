@@ -164,6 +164,42 @@ def test_numbers_chinese_numerals(text, expected):
     assert check_numbers(text, ZH_LISTING).passed is expected
 
 
+def test_repetition_catches_chinese_word_loops_without_repeated_4grams():
+    # No character 4-gram repeats here, so only the bigram share can catch the loop.
+    loop = "这条裙子好看，裙子的裙摆，裙子很好，好看的裙子，裙摆好看。"
+    gate = quality.QualityGate()
+    result = gate.check(loop, ZH_LISTING)["repetition"]
+    assert not result.passed
+    assert "n-gram share 0.00" in result.reason
+    assert "CJK bigram share" in result.reason
+    assert gate.check(ZH_GOOD, ZH_LISTING)["repetition"].passed
+    assert quality.QualityGate(max_repeated_cjk_bigram_share=0.5).check(loop, ZH_LISTING)["repetition"].passed
+
+
+def test_repetition_share_must_be_a_fraction():
+    with pytest.raises(ValueError, match="max_repeated_cjk_bigram_share"):
+        quality.QualityGate(max_repeated_cjk_bigram_share=1.5)
+
+
+@pytest.mark.parametrize("text", [
+    "用了3天就坏了，第二次买了", "5星好评，住在5楼", "1、外观不错；2、声音不错", "两个月前买的，用了十天",
+    "Used it for 2 weeks and give it 5 stars.",
+])
+def test_numbers_review_may_state_its_use(text):
+    assert check_numbers(text, ZH_LISTING, task="review").passed
+    assert not check_numbers(text, ZH_LISTING, task="description").passed
+
+
+@pytest.mark.parametrize("text", ["只要99元，用了3天", "500万像素，两个月前买的", "内存10g", "Paid $45 after 2 weeks."])
+def test_numbers_review_still_checks_prices_and_specs(text):
+    assert not check_numbers(text, ZH_LISTING, task="review").passed
+
+
+def test_numbers_task_is_checked():
+    with pytest.raises(ValueError, match="'summary'"):
+        check_numbers("3 days", EN_LISTING, task="summary")
+
+
 def test_numbers_thousands_separator():
     listing = {**EN_LISTING, "price": 1299.0}
     assert check_numbers("Yours for 1,299.00 USD.", listing).passed
