@@ -34,8 +34,9 @@ class BrokerLease:
     session_file: Path
 
 
-def run_kafka_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(KAFKA_SCRIPT), *args], capture_output=True, text=True,
+def run_kafka_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``infra/kafka.sh`` with ``args``; ``env`` replaces this process's environment."""
+    return subprocess.run(["bash", str(KAFKA_SCRIPT), *args], env=env, capture_output=True, text=True,
                           timeout=KAFKA_SCRIPT_TIMEOUT_S, check=False)
 
 

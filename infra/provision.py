@@ -36,7 +36,7 @@ DEFAULT_SPEC_PATH = Path(__file__).with_name("topics.toml")
 # Kafka's rule for topic names (org.apache.kafka.common.internals.Topic).
 _TOPIC_NAME_PATTERN = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_TOPIC_NAME_LENGTH = 249
-_ROLES = ("input", "output")
+_ROLES = ("input", "output", "internal")
 _FIELDS = ("name", "role", "key", "value", "purpose", "partitions", "replication_factor", "configs")
 
 

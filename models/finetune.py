@@ -210,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"train loss            : {summary['train_loss']:.3f}")
     if summary.get("eval_loss") is not None:
         print(f"validation loss       : {summary['eval_loss']:.3f} on {summary['num_eval_pairs']} pairs")
-    print(f"time                  : {summary['train_time_s']:.0f} s ({summary['seconds_per_step']:.2f} s/step)")
+    per_step = summary["seconds_per_step"]
+    print(f"time                  : {summary['train_time_s']:.0f} s for {summary['steps_run']} steps"
+          + (f" ({per_step:.2f} s/step)" if per_step is not None else ""))
     return 0
 
 

@@ -234,13 +234,13 @@ def fine_tune(
         "num_eval_pairs": len(eval_dataset),
         "resumed_from": str(resume_from) if resume_from else None,
         "train_time_s": round(elapsed_s, 2),
-        "seconds_per_step": round(elapsed_s / max(1, steps_run), 3),
+        "steps_run": steps_run,
+        # None when a resume found every step done already.
+        "seconds_per_step": round(elapsed_s / steps_run, 3) if steps_run else None,
     }
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
-    logger.info(
-        "fine-tuned %s in %.1f s (%.2f s/step, mean train loss %.3f)",
-        output_dir, elapsed_s, elapsed_s / max(1, steps_run), train_loss,
-    )
+    logger.info("fine-tuned %s in %.1f s (%d steps run, mean train loss %.3f)",
+                output_dir, elapsed_s, steps_run, train_loss)
     return output_dir
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from models.recommender import IncrementalRecommender
 from streams import snapshots
 from streams.agents.behaviour import register_behaviour_agent
 from streams.agents.product import register_product_agent
+from streams.agents.retry import register_retry_agent
 from streams.cold_start import ColdStartPolicy
 from streams.deadletter import DeadLetterPolicy
 from streams.enrichment import Enricher, gate_from_settings, near_duplicates_from_settings
@@ -29,6 +31,8 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
     The consumer group is ``<app_id>`` with the topic prefix, so a replay into
     another prefix never shares offsets with the live worker.
     """
+    data_dir = _faust_data_dir(settings)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last folder
     app = faust.App(
         f"{settings.topic_prefix}{settings.app_id}",
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
@@ -43,11 +47,11 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
         stream_wait_empty=False,
         broker_credentials=_credentials(settings),
         # Tables live in memory; Faust still creates its data folder, so keep it out of the working directory.
-        datadir=str(_faust_data_dir(settings)),
+        datadir=str(data_dir),
     )
     state = WorkerState(
         enricher=Enricher(
-            generator=_load_generator(settings.generator_dir, settings=settings),
+            generator=_default_generator(settings),
             language_generators=_language_generators(settings),
             policy=ColdStartPolicy(min_description_words=settings.cold_min_description_words,
                                    min_reviews=settings.cold_min_reviews,
@@ -73,6 +77,7 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerState]:
     dead_letter = DeadLetterPolicy(topic=topics.dead_letter)
     register_product_agent(app, topics=topics, state=state, dead_letter=dead_letter, settings=settings)
     register_behaviour_agent(app, topics=topics, state=state, dead_letter=dead_letter, settings=settings)
+    register_retry_agent(app, topics=topics, state=state, dead_letter=dead_letter, settings=settings)
 
     @app.timer(interval=settings.snapshot_interval_s)
     async def _save_snapshot() -> None:
@@ -102,6 +107,23 @@ def _faust_data_dir(settings: Settings) -> Path:
 
     name = f"{settings.topic_prefix}{settings.app_id}".replace(os.sep, "_") or "default"
     return resolve_cache_dir() / "faust" / name
+
+
+def _default_generator(settings: Settings):
+    """Return the generator of ``settings.generator_factory``, else the ONNX one of ``generator_dir``."""
+    if settings.generator_factory is None:
+        return _load_generator(settings.generator_dir, settings=settings)
+    module_name, _, name = settings.generator_factory.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+        generator = factory(settings)
+    except Exception as exc:  # a broken factory must not stop listings from flowing
+        logger.error("generator factory %s failed (%s: %s); cold listings are published without generated "
+                     "text and flagged", settings.generator_factory, type(exc).__name__, exc)
+        return None
+    logger.info("generator created by %s version=%s", settings.generator_factory,
+                getattr(generator, "version", None))
+    return generator
 
 
 def _load_generator(generator_dir: str | None, *, settings: Settings, variable: str = "SHOPSYNTH_GENERATOR_DIR"):

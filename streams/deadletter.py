@@ -6,6 +6,7 @@ import logging
 
 import faust
 
+from streams.delivery import OutputRejected
 from streams.schemas import DeadLetter, InvalidEvent, to_bytes
 
 logger = logging.getLogger(__name__)
@@ -27,11 +28,13 @@ class DeadLetterPolicy:
     async def send_event(self, event: faust.types.EventT, error: Exception) -> None:
         """Dead-letter a consumed event that failed with ``error``.
 
-        An ``InvalidEvent`` is the expected case. Any other error is a bug in
-        the parser: it is logged with its traceback and the event is kept the same way.
+        An ``InvalidEvent`` is the expected case, and an ``OutputRejected``
+        (the broker rejected the event's output) the other expected one. Any
+        other error is a bug in the parser: it is logged with its traceback
+        and the event is kept the same way.
         """
         message = event.message
-        if not isinstance(error, InvalidEvent):
+        if not isinstance(error, (InvalidEvent, OutputRejected)):
             logger.error("unexpected error while parsing topic=%s partition=%s offset=%s",
                          message.topic, message.partition, message.offset, exc_info=error)
         record = DeadLetter.from_error(error, raw=event.value, key=event.key, source_topic=message.topic,

@@ -40,10 +40,14 @@ class SourceRef:
     partition: int
     offset: int
     timestamp_ms: int | None = None
+    # 0 for the first enrichment of the event, n for its n-th retry.
+    attempt: int = 0
 
     @property
     def record_version(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
+        """``<topic>/<partition>/<offset>``, with ``/retry-<n>`` for the n-th retry."""
+        version = f"{self.topic}/{self.partition}/{self.offset}"
+        return f"{version}/retry-{self.attempt}" if self.attempt else version
 
 
 @dataclass(kw_only=True)
@@ -212,6 +216,8 @@ class Enricher:
             "enriched": False,
             "gate_rejected": [],
             "enrichment_error": None,
+            "enrichment_attempt": source.attempt,
+            "retry_scheduled": False,
             "generator_version": None,
             "quality": {},
         }

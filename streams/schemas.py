@@ -178,7 +178,11 @@ class EnrichedListing:
     quality: dict[str, dict[str, QualityCheck]] = field(default_factory=dict)
     gate_rejected: list[str] = field(default_factory=list)
     enrichment_error: str | None = None
-    record_version: str = ""  # "" -> derived from source_topic/partition/offset
+    # 0 for the first enrichment, n for the n-th retry after a failed or timed-out generation.
+    enrichment_attempt: int = 0
+    # True when enrichment failed and a retry is queued on enrichment-retry.
+    retry_scheduled: bool = False
+    record_version: str = ""  # "" -> derived from source_topic/partition/offset; "/retry-<n>" added by retries
     produced_at_ms: int = field(default_factory=now_ms)
 
     def __post_init__(self) -> None:

@@ -35,9 +35,18 @@ class Settings:
     # ONNX generator for Chinese listings (for example a fine-tuned Gemma 3);
     # unset sends Chinese listings to generator_dir too.
     generator_dir_zh: str | None = None
+    # "module:callable" that returns a generator object with the
+    # TextGenerator interface of streams.enrichment, called with the settings.
+    # It replaces generator_dir, for example for a generator served elsewhere.
+    generator_factory: str | None = None
     generation_batch_size: int = 8
     generation_batch_timeout_s: float = 0.5
     generation_timeout_s: float = 300.0
+    # A listing whose generation failed or timed out is published flagged, then
+    # enriched again up to generation_retries times, generation_retry_delay_s
+    # apart, through the enrichment-retry topic; 0 turns retries off.
+    generation_retries: int = 2
+    generation_retry_delay_s: float = 60.0
     max_new_tokens: int = 64
     review_max_new_tokens: int = 40
     synthetic_review_ratings: tuple[int, ...] = (5,)
@@ -136,13 +145,13 @@ class Settings:
                     f"set {ENV_PREFIX}SYNTHETIC_REVIEW_RATINGS to a comma-separated list such as 5,3"
                 )
         for name in ("generation_batch_timeout_s", "generation_timeout_s", "behaviour_batch_timeout_s",
-                     "learning_rate"):
+                     "learning_rate", "generation_retry_delay_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}; "
                                  f"set {ENV_PREFIX}{name.upper()}")
         for name in ("cold_min_description_words", "cold_min_reviews", "cold_min_interactions",
-                     "max_regenerations", "intra_op_num_threads"):
+                     "max_regenerations", "intra_op_num_threads", "generation_retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}; "
                                  f"set {ENV_PREFIX}{name.upper()}")
@@ -175,6 +184,12 @@ class Settings:
                     f"{name} {value!r} is not a directory; build one with `shopsynth build-generator` "
                     f"or `shopsynth export-generator` and set {ENV_PREFIX}{name.upper()} to its path"
                 )
+
+        if self.generator_factory is not None:
+            module, _, name = self.generator_factory.partition(":")
+            if not module or not name:
+                raise ValueError(f"generator_factory {self.generator_factory!r} is not MODULE:CALLABLE; "
+                                 f"set {ENV_PREFIX}GENERATOR_FACTORY to a value such as mypackage.gen:create")
 
     def to_env(self) -> dict[str, str]:
         """Return the settings as ``SHOPSYNTH_*`` variables for a child process."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,12 @@ class WorkerState:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator"))
     recommender_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender"))
+    # record_version of the newest product-created event per item, so that a
+    # retry does not overwrite a newer listing. NOTE: memory only; after a
+    # restart a late retry can still publish over a newer listing.
+    listing_versions: dict[str, str] = field(default_factory=dict)
+    # A generation call that timed out and still occupies the generator thread.
+    stuck_generation: Future | None = None
     _saved_marker: tuple | None = field(default=None, repr=False)
 
     def restore(self, snapshot: snapshots.Snapshot) -> None:

@@ -14,6 +14,7 @@ LISTINGS_ENRICHED = "listings-enriched"
 RECOMMENDATIONS = "recommendations"
 SIMILAR_ITEMS = "similar-items"
 DEAD_LETTER = "dead-letter"
+ENRICHMENT_RETRY = "enrichment-retry"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Topics:
     recommendations: faust.TopicT
     similar_items: faust.TopicT
     dead_letter: faust.TopicT
+    enrichment_retry: faust.TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -46,4 +48,5 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         recommendations=topic(RECOMMENDATIONS),
         similar_items=topic(SIMILAR_ITEMS),
         dead_letter=topic(DEAD_LETTER),
+        enrichment_retry=topic(ENRICHMENT_RETRY),
     )

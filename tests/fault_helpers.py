@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,11 +53,12 @@ class Worker:
 
 def start_worker(*, bootstrap_servers: str, topic_prefix: str, log_path: Path, snapshot_dir: Path,
                  generation_batch_size: int = 8, similar_items_k: int = 10,
-                 cold_min_interactions: int = 0) -> Worker:
+                 cold_min_interactions: int = 0, extra_env: dict[str, str] | None = None) -> Worker:
     """Start a worker without a generator, with short batch timeouts, logging to ``log_path`` (appended).
 
     ``cold_min_interactions`` defaults to 0, so the cold decision depends on the
-    listing alone and two deliveries of one input must match.
+    listing alone and two deliveries of one input must match. ``extra_env``
+    adds or overrides variables, for example a generator factory.
     """
     # NOTE: with an interaction threshold, the cold decision reads the
     # interaction counts of the worker that processes the listing. A listing
@@ -77,6 +81,7 @@ def start_worker(*, bootstrap_servers: str, topic_prefix: str, log_path: Path, s
         "BROKER_SESSION_TIMEOUT": "6",
         "BROKER_HEARTBEAT_INTERVAL": "1",
     })
+    env.update(extra_env or {})
     with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "streams", "worker"], cwd=REPO_ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
@@ -172,51 +177,133 @@ def _stable_fields(record: dict) -> dict:
     return {name: value for name, value in record.items() if name not in VOLATILE_FIELDS}
 
 
-def broker_restart_skip_reason(bootstrap_servers: str) -> str | None:
-    """Return why this session may not restart the broker at ``bootstrap_servers``, or None if it may.
+# Ports below the default ephemeral port ranges of Linux (32768-60999,
+# net.ipv4.ip_local_port_range) and of macOS and IANA (49152-65535), so that
+# no outgoing connection takes the private broker's port while it is down.
+PRIVATE_BROKER_PORTS = range(20000, 32000)
+PRIVATE_BROKER_PORT_TRIES = 50
 
-    The broker must be the ``infra/kafka.sh`` broker that a test session
-    started, and this process must be its only user, so a restart disturbs no
-    one else.
+
+@dataclass(frozen=True)
+class PrivateBroker:
+    """An ``infra/kafka.sh`` broker that one test starts, restarts and deletes.
+
+    It shares the jars folder of the session broker and has its own port and
+    state folder.
     """
-    configured = os.environ.get("SHOPSYNTH_BOOTSTRAP_SERVERS", "").strip()
-    if configured and configured == bootstrap_servers:
-        return f"the broker {bootstrap_servers} comes from SHOPSYNTH_BOOTSTRAP_SERVERS; only a broker " \
-               "that the test session started may be restarted"
-    env = local_broker.script_env()
-    if env.get("KAFKA_BOOTSTRAP_SERVERS") != bootstrap_servers:
-        return f"{bootstrap_servers} is not the infra/kafka.sh broker {env.get('KAFKA_BOOTSTRAP_SERVERS')}"
-    instance_dir = Path(env["KAFKA_INSTANCE_DIR"])
-    pid_file = Path(env["KAFKA_PID_FILE"])
-    marker = instance_dir / "started-by-tests"
-    broker_pid = pid_file.read_text().strip() if pid_file.exists() else None
-    if not marker.exists() or marker.read_text().strip() != broker_pid:
-        return f"the broker on {bootstrap_servers} was not started by a test session"
-    users = {path.name for path in (instance_dir / "test-sessions").iterdir() if path.name.isdigit()}
-    others = sorted(user for user in users if user != str(os.getpid()) and local_broker.pid_alive(int(user)))
-    if others:
-        return f"other processes use the broker on {bootstrap_servers}: pids {others}"
-    return None
+
+    port: int
+    script_env: dict[str, str]
+    instance_dir: Path
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def run_script(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``infra/kafka.sh`` with this broker's port and home."""
+        return local_broker.run_kafka_script(*args, env=self.script_env)
 
 
-def restart_broker() -> float:
-    """Stop and start the ``infra/kafka.sh`` broker; return the seconds it was down.
+def _ports_free(*ports: int) -> bool:
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
-    Holds the lock of ``infra.local_broker`` meanwhile, so no other session
-    joins during the restart, and moves the started-by-tests mark to the new
-    broker pid, so the session that started the broker still stops it.
+
+def claim_private_broker() -> PrivateBroker:
+    """Pick a free port pair on 127.0.0.1 and create the broker's empty state folder.
+
+    The jars folder is the one that ``infra/kafka.sh env`` reports for the
+    current environment, so a fetched broker is not fetched again. Creating
+    the state folder claims the port against other test sessions that pick
+    ports the same way.
+
+    Raises
+    ------
+    local_broker.BrokerStartError
+        When ``kafka.sh env`` fails or no free port pair is found.
     """
-    env = local_broker.script_env()
-    instance_dir = Path(env["KAFKA_INSTANCE_DIR"])
+    kafka_home = Path(local_broker.script_env()["SHOPSYNTH_KAFKA_HOME"])
+    kafka_home.mkdir(parents=True, exist_ok=True)
+    rng = random.Random()
+    for _ in range(PRIVATE_BROKER_PORT_TRIES):
+        port = rng.choice(PRIVATE_BROKER_PORTS)
+        # kafka.sh puts the controller on the next port.
+        if not _ports_free(port, port + 1):
+            continue
+        env = {**os.environ, "SHOPSYNTH_KAFKA_HOME": str(kafka_home), "SHOPSYNTH_KAFKA_PORT": str(port)}
+        printed = local_broker.run_kafka_script("env", env=env)
+        if printed.returncode != 0:
+            raise local_broker.BrokerStartError(f"infra/kafka.sh env failed:\n{printed.stderr}")
+        paths = dict(line.split("=", 1) for line in printed.stdout.splitlines() if "=" in line)
+        instance_dir = Path(paths["KAFKA_INSTANCE_DIR"])
+        try:
+            instance_dir.mkdir()
+        except FileExistsError:
+            continue
+        return PrivateBroker(port=port, script_env=env, instance_dir=instance_dir)
+    raise local_broker.BrokerStartError(
+        f"found no free port pair on 127.0.0.1 in {PRIVATE_BROKER_PORT_TRIES} tries within "
+        f"{PRIVATE_BROKER_PORTS.start}-{PRIVATE_BROKER_PORTS.stop - 1}")
+
+
+def start_private_broker(broker: PrivateBroker) -> None:
+    """Start the private broker with ``kafka.sh start`` and wait until it serves metadata.
+
+    Raises
+    ------
+    local_broker.BrokerStartError
+        When ``kafka.sh start`` fails. The message contains its output.
+    """
+    result = broker.run_script("start")
+    if result.returncode != 0:
+        raise local_broker.BrokerStartError(f"infra/kafka.sh start failed on port {broker.port} "
+                                            f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    logger.info("started the private broker on %s", broker.bootstrap_servers)
+
+
+def remove_private_broker(broker: PrivateBroker) -> list[str]:
+    """Stop the private broker and delete its state folder, then return the error messages.
+
+    The list is empty on success. Each error is also logged, so a caller that
+    is already raising an exception loses none.
+    """
+    errors = []
+    try:
+        stopped = broker.run_script("stop")
+    except subprocess.TimeoutExpired as error:
+        errors.append(f"infra/kafka.sh stop timed out on port {broker.port}: {error}")
+    else:
+        if stopped.returncode != 0:
+            errors.append(f"infra/kafka.sh stop failed on port {broker.port} (exit {stopped.returncode}):\n"
+                          f"{stopped.stdout}\n{stopped.stderr}")
+    try:
+        shutil.rmtree(broker.instance_dir)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        errors.append(f"deleting the private broker state {broker.instance_dir} failed: {error}")
+    for error in errors:
+        logger.error("%s", error)
+    if not errors:
+        logger.info("stopped the private broker on port %d and deleted %s", broker.port, broker.instance_dir)
+    return errors
+
+
+def restart_broker(broker: PrivateBroker) -> float:
+    """Stop and start the private broker with ``kafka.sh``, and return how many seconds it was down."""
     started = time.monotonic()
-    with local_broker.file_lock(instance_dir / "test-sessions.lock"):
-        stopped = local_broker.run_kafka_script("stop")
-        assert stopped.returncode == 0, f"kafka.sh stop failed:\n{stopped.stdout}\n{stopped.stderr}"
-        restarted = local_broker.run_kafka_script("start")
-        assert restarted.returncode == 0, f"kafka.sh start failed:\n{restarted.stdout}\n{restarted.stderr}"
-        (instance_dir / "started-by-tests").write_text(Path(env["KAFKA_PID_FILE"]).read_text())
+    stopped = broker.run_script("stop")
+    assert stopped.returncode == 0, f"kafka.sh stop failed:\n{stopped.stdout}\n{stopped.stderr}"
+    restarted = broker.run_script("start")
+    assert restarted.returncode == 0, f"kafka.sh start failed:\n{restarted.stdout}\n{restarted.stderr}"
     down_s = time.monotonic() - started
-    logger.info("restarted the broker on %s in %.1f s", env["KAFKA_BOOTSTRAP_SERVERS"], down_s)
+    logger.info("restarted the private broker on %s in %.1f s", broker.bootstrap_servers, down_s)
     return down_s
 
 

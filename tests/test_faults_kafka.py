@@ -13,21 +13,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import shutil
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from infra import local_broker
 from infra.provision import provision_topics
 from streams.feed import produce_events
 from streams.outputs import collect
 from streams.simulator import Simulator
 from tests.fault_helpers import (
     ASSIGNED_MARKER,
-    broker_restart_skip_reason,
+    PrivateBroker,
+    claim_private_broker,
     delivery_report,
     kill_worker,
     read_topic,
+    remove_private_broker,
     restart_broker,
+    start_private_broker,
     start_worker,
     stop_worker,
     wait_for_log,
@@ -123,12 +129,33 @@ def test_sigkill_loses_no_listing(kafka_bootstrap, topic_prefix, tmp_path):
     check_delivery(kafka_bootstrap, topic_prefix, item_ids, scenario="sigkill")
 
 
+@pytest.fixture
+def private_kafka_broker() -> Iterator[PrivateBroker]:
+    """A running ``infra/kafka.sh`` broker of one test on a free port, stopped and deleted afterwards.
+
+    The broker shares the jars of the session broker, but no other client
+    uses it, so the test may restart it.
+    """
+    if shutil.which("java") is None:
+        pytest.skip("no private Kafka broker: java is not installed")
+    try:
+        broker = claim_private_broker()
+    except local_broker.BrokerStartError as error:
+        pytest.fail(str(error))
+    try:
+        start_private_broker(broker)
+        yield broker
+    finally:
+        # Collect the cleanup errors instead of raising them here, so they do not
+        # replace an exception in flight. remove_private_broker also logs them.
+        errors = remove_private_broker(broker)
+    assert errors == [], "\n".join(errors)
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_broker_restart_loses_no_listing(kafka_bootstrap, topic_prefix, tmp_path):
-    reason = broker_restart_skip_reason(kafka_bootstrap)
-    if reason:
-        pytest.skip(f"broker restart needs a broker that this test session owns: {reason}")
+def test_broker_restart_loses_no_listing(private_kafka_broker, topic_prefix, tmp_path):
+    kafka_bootstrap = private_kafka_broker.bootstrap_servers
     asyncio.run(provision_topics(kafka_bootstrap, prefix=topic_prefix))
     events, item_ids = simulated_events(topic_prefix, seed=12, n_items=2_700, n_behaviour=300)
     # Half the listings wait in the topic when the broker stops; the rest arrive after it is back.
@@ -142,7 +169,7 @@ def test_broker_restart_loses_no_listing(kafka_bootstrap, topic_prefix, tmp_path
     try:
         wait_for_log(worker, at_least=1, timeout_s=STARTUP_TIMEOUT_S)
         published_at_stop = worker.published_count()
-        down_s = restart_broker()
+        down_s = restart_broker(private_kafka_broker)
         asyncio.run(produce_events(kafka_bootstrap, events[half:len(item_ids)], show_progress=False))
         collect_all_listings(kafka_bootstrap, topic_prefix, item_ids)
         assert worker.process.poll() is None, f"worker exited; log tail:\n{worker.log_tail()}"

@@ -36,6 +36,7 @@ EXPECTED_CLEANUP_POLICY = {
     "recommendations": "compact",
     "similar-items": "compact",
     "dead-letter": "delete",
+    "enrichment-retry": "delete",
 }
 EXPECTED_PARTITIONS = 4
 

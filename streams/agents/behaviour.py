@@ -12,6 +12,7 @@ from models.features import category_tokens
 from models.interaction_batch import decay_weights
 from streams.agents.similar import publish_keyed, similar_items_records
 from streams.deadletter import DeadLetterPolicy
+from streams.delivery import withhold_acks
 from streams.schemas import DEFAULT_WEIGHTS, parse_user_behaviour
 from streams.settings import Settings
 from streams.state import WorkerState
@@ -27,22 +28,23 @@ def register_behaviour_agent(app: faust.App, *, topics: Topics, state: WorkerSta
     async def update_recommender(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.behaviour_batch_size,
                                                within=settings.behaviour_batch_timeout_s):
-            batch: list[dict] = []
-            last_source: dict[str, tuple[str, str, int]] = {}
-            for event in events:
-                message = event.message
-                try:
-                    behaviour = parse_user_behaviour(event.value, max_bytes=settings.max_event_bytes)
-                except Exception as exc:  # InvalidEvent or a parser bug: dead-letter it, go on
-                    await dead_letter.send_event(event, exc)
-                    continue
-                record = _as_dict(behaviour)
-                batch.append(record)
-                _, _, seen = last_source.get(record["user_id"], ("", "", 0))
-                last_source[record["user_id"]] = (f"{message.topic}/{message.partition}/{message.offset}",
-                                                  record["event_id"], seen + 1)
-            if batch:
-                await _update_and_publish(batch, last_source, topics=topics, state=state, settings=settings)
+            with withhold_acks(events, agent="update-recommender"):
+                batch: list[dict] = []
+                last_source: dict[str, tuple[str, str, int]] = {}
+                for event in events:
+                    message = event.message
+                    try:
+                        behaviour = parse_user_behaviour(event.value, max_bytes=settings.max_event_bytes)
+                    except Exception as exc:  # InvalidEvent or a parser bug: dead-letter it, go on
+                        await dead_letter.send_event(event, exc)
+                        continue
+                    record = _as_dict(behaviour)
+                    batch.append(record)
+                    _, _, seen = last_source.get(record["user_id"], ("", "", 0))
+                    last_source[record["user_id"]] = (f"{message.topic}/{message.partition}/{message.offset}",
+                                                      record["event_id"], seen + 1)
+                if batch:
+                    await _update_and_publish(batch, last_source, topics=topics, state=state, settings=settings)
 
     return app.agent(topics.user_behaviour, name="update-recommender")(update_recommender)
 

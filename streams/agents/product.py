@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import time
 
@@ -14,6 +13,7 @@ import orjson
 from models.features import item_feature_tokens, listing_text_tokens
 from streams.agents.similar import publish_keyed, similar_items_records
 from streams.deadletter import DeadLetterPolicy
+from streams.delivery import OutputRejected, send_acked, withhold_acks
 from streams.enrichment import SourceRef, finish_record
 from streams.schemas import parse_product_created
 from streams.settings import Settings
@@ -30,68 +30,136 @@ def register_product_agent(app: faust.App, *, topics: Topics, state: WorkerState
     async def enrich_listings(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.generation_batch_size,
                                                within=settings.generation_batch_timeout_s):
-            listings: list[dict] = []
-            sources: list[SourceRef] = []
-            for event in events:
-                message = event.message
-                source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset,
-                                   timestamp_ms=int(message.timestamp * 1000))
-                try:
-                    listing = parse_product_created(event.value, max_bytes=settings.max_event_bytes)
-                except Exception as exc:  # InvalidEvent or a parser bug: dead-letter it, go on
-                    await dead_letter.send_event(event, exc)
-                    continue
-                listings.append(_as_dict(listing))
-                sources.append(source)
-            if listings:
-                await _enrich_and_publish(listings, sources, topics=topics, state=state, settings=settings)
+            with withhold_acks(events, agent="enrich-listings"):
+                inputs: list[faust.types.EventT] = []
+                listings: list[dict] = []
+                sources: list[SourceRef] = []
+                for event in events:
+                    message = event.message
+                    try:
+                        listing = parse_product_created(event.value, max_bytes=settings.max_event_bytes)
+                    except Exception as exc:  # InvalidEvent or a parser bug: dead-letter it, go on
+                        await dead_letter.send_event(event, exc)
+                        continue
+                    source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset,
+                                       timestamp_ms=int(message.timestamp * 1000))
+                    listing = _as_dict(listing)
+                    state.listing_versions[listing["item_id"]] = source.record_version
+                    inputs.append(event)
+                    listings.append(listing)
+                    sources.append(source)
+                if listings:
+                    await enrich_and_publish(listings, sources, inputs, topics=topics, state=state,
+                                             dead_letter=dead_letter, settings=settings)
 
     return app.agent(topics.product_created, name="enrich-listings")(enrich_listings)
 
 
-async def _enrich_and_publish(listings: list[dict], sources: list[SourceRef], *, topics: Topics,
-                              state: WorkerState, settings: Settings) -> None:
-    loop = asyncio.get_running_loop()
-    interactions = [state.interactions.get(listing["item_id"], 0) for listing in listings]
+async def enrich_and_publish(listings: list[dict], sources: list[SourceRef], inputs: list[faust.types.EventT], *,
+                             topics: Topics, state: WorkerState, dead_letter: DeadLetterPolicy,
+                             settings: Settings) -> None:
+    """Enrich ``listings``, publish one record per listing, then upsert them into the recommender.
+
+    ``inputs`` are the consumed events of the listings, in the same order; an
+    input whose output the broker rejects goes to the dead-letter topic. When
+    generation fails or times out, the listings are published flagged, and
+    each is queued on ``enrichment-retry`` while its attempt is below
+    ``settings.generation_retries``.
+    """
     started = time.perf_counter()
-    try:
-        records = await asyncio.wait_for(
-            loop.run_in_executor(state.generation_executor, functools.partial(
-                state.enricher.enrich_batch, listings, sources, interactions=interactions)),
-            timeout=settings.generation_timeout_s,
-        )
-    except (asyncio.TimeoutError, Exception) as exc:  # the listing must still be published
-        reason = "generation timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-        logger.error("enrichment failed items=%s reason=%s; publishing listings unenriched",
-                     [listing["item_id"] for listing in listings], reason)
-        # NOTE: a timed-out generation keeps its executor thread busy until it
-        # ends, so the next batch waits behind it.
-        records = dataclasses.replace(state.enricher, generator=None).enrich_batch(
-            listings, sources, interactions=interactions)
-        for record in records:
-            record["enrichment_error"] = reason
+    records, failure = await _enrich(listings, sources, state=state, settings=settings)
+    retries: list[tuple[dict, dict, SourceRef]] = []
+    if failure is not None:
+        for listing, source, record in zip(listings, sources, records):
+            if not record["cold"]:
+                continue  # nothing to generate, so nothing failed
+            record["enrichment_error"] = failure
+            if source.attempt < settings.generation_retries:
+                record["retry_scheduled"] = True
+                retries.append((listing, record, source))
 
-    for record in records:
+    published: list[dict] = []
+    for record, event in zip(records, inputs):
         out = finish_record(record)
-        fut = await topics.listings_enriched.send(key=out["item_id"].encode(), value=orjson.dumps(out))
-        await fut
-        logger.info("published listing item_id=%s event_id=%s cold=%s enriched=%s source=%s",
-                    out["item_id"], out["event_id"], out["cold"], out["enriched"], out["record_version"])
+        try:
+            await send_acked(topics.listings_enriched, key=out["item_id"].encode(), value=orjson.dumps(out))
+        except OutputRejected as exc:
+            await dead_letter.send_event(event, exc)
+            continue
+        published.append(record)
+        logger.info("published listing item_id=%s event_id=%s cold=%s enriched=%s attempt=%d source=%s",
+                    out["item_id"], out["event_id"], out["cold"], out["enriched"], out["enrichment_attempt"],
+                    out["record_version"])
+    for listing, record, source in retries:
+        await schedule_retry(listing, source, reason=failure, topics=topics, settings=settings)
 
-    try:
-        similar = await loop.run_in_executor(state.recommender_executor, _upsert_items, state, records, settings)
-    except Exception as exc:  # the listings are published; the model misses these items
-        logger.exception("recommender upsert failed items=%s error=%s",
-                         [record["item_id"] for record in records], exc)
-        similar = {}
+    similar = await _upsert(published, state=state, settings=settings)
     if similar:
-        versions = {record["item_id"]: record["record_version"] for record in records}
+        versions = {record["item_id"]: record["record_version"] for record in published}
         await publish_keyed(topics.similar_items,
                             similar_items_records(similar, model_version=state.recommender.version,
                                                   trigger="listing", record_versions=versions),
                             key_field="item_id")
-    logger.info("batch done listings=%d similar_items=%d elapsed_s=%.2f", len(records), len(similar),
-                time.perf_counter() - started)
+    logger.info("batch done listings=%d similar_items=%d retries=%d elapsed_s=%.2f", len(published), len(similar),
+                len(retries), time.perf_counter() - started)
+
+
+async def _enrich(listings: list[dict], sources: list[SourceRef], *, state: WorkerState,
+                  settings: Settings) -> tuple[list[dict], str | None]:
+    """Run the enricher off the event loop; return the records and the failure reason, if any.
+
+    While a timed-out call still occupies the generator thread, new batches skip
+    generation at once instead of queueing behind it.
+    """
+    interactions = [state.interactions.get(listing["item_id"], 0) for listing in listings]
+    item_ids = [listing["item_id"] for listing in listings]
+    if state.stuck_generation is not None and not state.stuck_generation.done():
+        failure = "generator busy with a timed-out call"
+    else:
+        state.stuck_generation = None
+        call = state.generation_executor.submit(state.enricher.enrich_batch, listings, sources,
+                                                interactions=interactions)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(call), timeout=settings.generation_timeout_s), None
+        except asyncio.TimeoutError:
+            state.stuck_generation = call
+            failure = f"generation timed out after {settings.generation_timeout_s:g} s"
+        except Exception as exc:  # the listings must still be published
+            failure = f"{type(exc).__name__}: {exc}"
+    logger.error("enrichment failed items=%s attempts=%s reason=%s; publishing listings unenriched",
+                 item_ids, [source.attempt for source in sources], failure)
+    # The same cold-start decision, with generation off, so nothing runs on the event loop.
+    without_generation = dataclasses.replace(state.enricher, generator=None, language_generators={})
+    return without_generation.enrich_batch(listings, sources, interactions=interactions), failure
+
+
+async def schedule_retry(listing: dict, source: SourceRef, *, reason: str, topics: Topics,
+                         settings: Settings) -> None:
+    """Queue ``listing`` on ``enrichment-retry`` for attempt ``source.attempt + 1``."""
+    due_ms = int(time.time() * 1000 + settings.generation_retry_delay_s * 1000)
+    request = {
+        "listing": listing,
+        "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset,
+                   "timestamp_ms": source.timestamp_ms},
+        "attempt": source.attempt + 1,
+        "due_ms": due_ms,
+        "reason": reason,
+    }
+    await send_acked(topics.enrichment_retry, key=listing["item_id"].encode(), value=orjson.dumps(request))
+    logger.info("retry scheduled item_id=%s attempt=%d due_ms=%d source=%s", listing["item_id"],
+                source.attempt + 1, due_ms, source.record_version)
+
+
+async def _upsert(records: list[dict], *, state: WorkerState, settings: Settings) -> dict:
+    if not records:
+        return {}
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(state.recommender_executor, _upsert_items, state, records, settings)
+    except Exception as exc:  # the listings are published; the model misses these items
+        logger.exception("recommender upsert failed items=%s error=%s",
+                         [record["item_id"] for record in records], exc)
+        return {}
 
 
 def item_tokens(record: dict, settings: Settings) -> list:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 import faust
 import orjson
 
+from streams.delivery import send_acked
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,8 +35,20 @@ def similar_items_records(similar: Mapping[str, list[tuple[str, float]]], *, mod
 
 
 async def publish_keyed(topic: faust.TopicT, records: list[dict], *, key_field: str) -> None:
-    """Send records keyed by ``record[key_field]`` and wait until the broker acknowledges all of them."""
-    futures = [await topic.send(key=record[key_field].encode(), value=orjson.dumps(record))
-               for record in records]
-    if futures:
-        await asyncio.gather(*futures)
+    """Send records keyed by ``record[key_field]`` and wait until the broker acknowledges all of them.
+
+    The records are sent together; one that fails is sent again on its own
+    with :func:`streams.delivery.send_acked`, which retries until the broker
+    acknowledges it. Each key occurs once per call, so the retry cannot
+    reorder two records of one key.
+    """
+    sent = [(record, await topic.send(key=record[key_field].encode(), value=orjson.dumps(record)))
+            for record in records]
+    results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+    for (record, _), result in zip(sent, results):
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, BaseException):
+            logger.warning("send failed topic=%s key=%s error=%s: %s; sending again", topic.get_topic_name(),
+                           record[key_field], type(result).__name__, result)
+            await send_acked(topic, key=record[key_field].encode(), value=orjson.dumps(record))
