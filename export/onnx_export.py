@@ -36,7 +36,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 # Bump when the graph interface or export settings change: it is part of generator_version.
-EXPORT_CODE_VERSION = "2"
+EXPORT_CODE_VERSION = "3"
 # Max abs logits difference of the fp32 post-export check, whose random past gives
 # larger logits than real prompts: a fine-tuned SmolLM2 measured 1.1e-3 there and
 # 4e-4 on 100 real prompts. A broken graph differs by orders of magnitude more.
@@ -262,6 +262,7 @@ def export_decoder(
     """
     from transformers import AutoModelForCausalLM
 
+    from export.attention import GROUPED_ATTENTION
     from export.variants import (
         EXPORT_CHECK_TOLERANCES,
         VARIANT_DTYPES,
@@ -278,9 +279,10 @@ def export_decoder(
         raise FileNotFoundError(f"no *.safetensors weights in {checkpoint_dir}; save the checkpoint with safetensors")
     started_s = time.perf_counter()
 
-    # Eager attention traces to plain MatMul/Softmax ops that work for every past length.
+    # Grouped attention traces to plain MatMul/Softmax ops that work for every past length,
+    # like eager attention, but without copying key/value heads for each query head.
     model = AutoModelForCausalLM.from_pretrained(
-        str(checkpoint_dir), dtype=torch.float32, attn_implementation="eager"
+        str(checkpoint_dir), dtype=torch.float32, attn_implementation=GROUPED_ATTENTION
     ).eval()
     config = model.config
     shape = {

@@ -188,3 +188,36 @@ def test_default_provider_logs_one_line(tiny_onnx_dir, caplog, capfd):
     assert "running on CPU" in warnings[0].getMessage()
     assert "[E:onnxruntime" not in capfd.readouterr().err
     assert generator.provider == "CPUExecutionProvider"
+
+
+def test_gemma3_sliding_window_greedy_matches_torch(smollm2_tokenizer_dir, tmp_path):
+    """A tiny Gemma 3 with grouped-query attention and an 8-token sliding window, decoded past the window."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from export.onnx_export import export_decoder
+    from export.runtime import OnnxGenerator
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir))
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
+        initializer_range=0.1, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    checkpoint = tmp_path / "gemma3"
+    model.save_pretrained(str(checkpoint))
+    tokenizer.save_pretrained(str(checkpoint))
+    generator = OnnxGenerator(export_decoder(checkpoint, tmp_path / "onnx", variants=("fp32",)))
+
+    prompt = PROMPTS[0]
+    encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        output = model.generate(**encoded, max_new_tokens=26, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    expected = output[0, encoded["input_ids"].shape[1]:].tolist()
+    if expected and expected[-1] == tokenizer.eos_token_id:
+        expected = expected[:-1]
+    assert len(expected) > 8  # past the window, so the sliding layer's mask is exercised
+    assert generator.generate_ids([prompt], max_new_tokens=26)[0] == expected
