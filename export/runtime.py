@@ -82,7 +82,8 @@ class OnnxGenerator:
         self.model_dir = Path(model_dir)
         manifest_path = self.model_dir / "manifest.json"
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"{manifest_path} not found; export the model with export.onnx_export.export_decoder")
+            raise FileNotFoundError(f"{manifest_path} not found; export the model with "
+                                    f"`shopsynth export-generator --model CHECKPOINT --output {model_dir}`")
         self.manifest = json.loads(manifest_path.read_text())
         self.num_layers: int = self.manifest["num_layers"]
         self.num_key_value_heads: int = self.manifest["num_key_value_heads"]

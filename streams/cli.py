@@ -1,4 +1,4 @@
-"""Command line: ``shopsynth demo|worker|provision|feed|replay|evaluate|train-generator|...``; see ``--help``."""
+"""shopsynth: enrich new listings and keep recommendations fresh on Kafka. Each command has its own --help."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("source", choices=["simulator", "amazon", "tianchi"])
     feed.add_argument("--path", type=Path, help="dataset folder (amazon, tianchi)")
     feed.add_argument("--limit", type=int, help="max events per topic")
-    feed.add_argument("--seed", type=int, default=0)
+    feed.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
 
     replay = commands.add_parser("replay", help="copy a range of the input topics into another prefix "
                                  "for a backfill; run a worker with that prefix to process it")

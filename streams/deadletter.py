@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from streams.delivery import OutputRejected
+from streams.delivery import OutputRejected, send_acked
 from streams.schemas import DeadLetter, InvalidEvent, to_bytes
 
 logger = logging.getLogger(__name__)
@@ -25,30 +25,40 @@ class DeadLetterPolicy:
         self._max_original_bytes = max_original_bytes
         self.count = 0
 
-    async def send_event(self, event: faust.types.EventT, error: Exception) -> None:
+    async def send_event(self, event: faust.types.EventT, error: Exception, *, log_traceback: bool = True) -> None:
         """Dead-letter a consumed event that failed with ``error``.
 
         An ``InvalidEvent`` is the expected case, and an ``OutputRejected``
         (the broker rejected the event's output) the other expected one. Any
-        other error is a bug in the parser: it is logged with its traceback
-        and the event is kept the same way.
+        other error is a bug: it is logged with its traceback, unless
+        ``log_traceback`` is false because the caller logged it already, and
+        the event is kept the same way. Sends are retried as described in
+        :mod:`streams.delivery`.
         """
         message = event.message
-        if not isinstance(error, (InvalidEvent, OutputRejected)):
-            logger.error("unexpected error while parsing topic=%s partition=%s offset=%s",
+        if log_traceback and not isinstance(error, (InvalidEvent, OutputRejected)):
+            logger.error("unexpected error topic=%s partition=%s offset=%s",
                          message.topic, message.partition, message.offset, exc_info=error)
         record = DeadLetter.from_error(error, raw=event.value, key=event.key, source_topic=message.topic,
                                        partition=message.partition, offset=message.offset,
                                        max_original_bytes=self._max_original_bytes)
         dead_letter_key = f"{message.topic}:{message.partition}:{message.offset}".encode()
         try:
-            fut = await self._topic.send(key=dead_letter_key, value=to_bytes(record))
-            await fut
-        except Exception as exc:  # the agent must go on; the log line keeps the ids
-            logger.error("dead-letter send failed topic=%s partition=%s offset=%s size=%s sha256=%s "
-                         "reason=%s error=%r", message.topic, message.partition, message.offset,
-                         record.original_size, record.original_sha256, record.reason, exc)
-            return
+            await send_acked(self._topic, key=dead_letter_key, value=to_bytes(record))
+        except OutputRejected as exc:
+            # The record is too large for the dead-letter topic: keep the reason, size and hash only.
+            logger.error("dead-letter record rejected topic=%s partition=%s offset=%s size=%s error=%s; "
+                         "sending it without the original bytes", message.topic, message.partition,
+                         message.offset, record.original_size, exc)
+            record.original_bytes = ""
+            record.original_truncated = True
+            try:
+                await send_acked(self._topic, key=dead_letter_key, value=to_bytes(record))
+            except OutputRejected as again:  # nothing smaller to send; the log line keeps the ids and hash
+                logger.critical("dead-letter send failed topic=%s partition=%s offset=%s size=%s sha256=%s "
+                                "reason=%s error=%s", message.topic, message.partition, message.offset,
+                                record.original_size, record.original_sha256, record.reason, again)
+                return
         self.count += 1
         logger.warning("dead-lettered topic=%s partition=%s offset=%s error_type=%s reason=%s",
                        message.topic, message.partition, message.offset, record.error_type, record.reason)

@@ -135,7 +135,8 @@ class Enricher:
         for record in records:
             generated = record["description_synthetic"] or any(r["synthetic"] for r in record["reviews"])
             record["enriched"] = generated
-            record["generator_version"] = self.generator_for(record["_listing"]).version if generated else None
+            # str(): a plugged-in generator may give any object as its version.
+            record["generator_version"] = str(self.generator_for(record["_listing"]).version) if generated else None
         return records
 
     def generator_for(self, listing: dict) -> TextGenerator | None:

@@ -246,3 +246,53 @@ def test_sigterm_with_large_state_loses_nothing(kafka_bootstrap, topic_prefix, t
     assert worker.process.returncode is not None and worker.process.returncode != -9
     assert report.lost == []
     assert report.conflicts == {}
+
+
+@pytest.mark.kafka
+def test_sigterm_with_stuck_generation_exits(kafka_bootstrap, topic_prefix, tmp_path):
+    asyncio.run(provision_topics(kafka_bootstrap, prefix=topic_prefix))
+    events, item_ids = cold_listings(topic_prefix, seed=25, n_items=4)
+    worker = start_worker(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
+                          log_path=tmp_path / "worker.log", snapshot_dir=tmp_path / "snapshots",
+                          extra_env={"SHOPSYNTH_GENERATOR_FACTORY": FACTORY,
+                                     "SHOPSYNTH_TEST_GENERATION_DELAY_S": "120",
+                                     "SHOPSYNTH_GENERATION_TIMEOUT_S": "2",
+                                     "SHOPSYNTH_GENERATION_RETRIES": "0"})
+    try:
+        asyncio.run(produce_events(kafka_bootstrap, events, show_progress=False))
+        wait_for_log(worker, at_least=len(item_ids), timeout_s=STARTUP_TIMEOUT_S)
+    finally:
+        stopping = time.monotonic()
+        stop_worker(worker)
+    stop_s = time.monotonic() - stopping
+    records = asyncio.run(read_topic(kafka_bootstrap, topic_prefix + "listings-enriched"))
+    print(f"\n[sigterm-stuck-generation] stop_s={stop_s:.1f} published={len(records)}")
+    assert {record["item_id"] for record in records} == set(item_ids)
+    assert all("timed out" in record["enrichment_error"] for record in records)
+    assert stop_s < 25, f"SIGTERM took {stop_s:.1f} s with a generation call still running"
+    assert worker.log_count(b"exiting without waiting") == 1
+
+
+@pytest.mark.kafka
+def test_invalid_retry_request_goes_to_dead_letter(kafka_bootstrap, topic_prefix, tmp_path):
+    asyncio.run(provision_topics(kafka_bootstrap, prefix=topic_prefix))
+    _, item_ids = cold_listings(topic_prefix, seed=26, n_items=1)
+    listing = Simulator(seed=26, n_items=1, n_users=4).products()[0]
+    del listing["event_id"]
+    request = {"listing": listing, "source": {"topic": "product-created", "partition": 0, "offset": 0},
+               "attempt": 1, "due_ms": 0, "reason": "test"}
+    worker = start_worker(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
+                          log_path=tmp_path / "worker.log", snapshot_dir=tmp_path / "snapshots",
+                          extra_env={"SHOPSYNTH_GENERATOR_FACTORY": FACTORY})
+    try:
+        asyncio.run(produce_events(kafka_bootstrap, [(topic_prefix + "enrichment-retry", item_ids[0], request)],
+                                   show_progress=False))
+        wait_for_log(worker, marker=b"dead-lettered", timeout_s=STARTUP_TIMEOUT_S)
+        assert worker.process.poll() is None
+    finally:
+        stop_worker(worker)
+    dead = asyncio.run(read_topic(kafka_bootstrap, topic_prefix + "dead-letter"))
+    assert [record["source_topic"] for record in dead] == [topic_prefix + "enrichment-retry"]
+    assert "event_id" in dead[0]["reason"]
+    listings = asyncio.run(read_topic(kafka_bootstrap, topic_prefix + "listings-enriched"))
+    assert listings == []

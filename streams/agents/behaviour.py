@@ -30,6 +30,7 @@ def register_behaviour_agent(app: faust.App, *, topics: Topics, state: WorkerSta
                                                within=settings.behaviour_batch_timeout_s):
             with withhold_acks(events, agent="update-recommender"):
                 batch: list[dict] = []
+                inputs: list[faust.types.EventT] = []
                 last_source: dict[str, tuple[str, str, int]] = {}
                 for event in events:
                     message = event.message
@@ -40,11 +41,20 @@ def register_behaviour_agent(app: faust.App, *, topics: Topics, state: WorkerSta
                         continue
                     record = _as_dict(behaviour)
                     batch.append(record)
+                    inputs.append(event)
                     _, _, seen = last_source.get(record["user_id"], ("", "", 0))
                     last_source[record["user_id"]] = (f"{message.topic}/{message.partition}/{message.offset}",
                                                       record["event_id"], seen + 1)
-                if batch:
+                if not batch:
+                    continue
+                try:
                     await _update_and_publish(batch, last_source, topics=topics, state=state, settings=settings)
+                except Exception as exc:  # an error must not leave the agent: Faust would commit past the batch
+                    logger.exception("behaviour batch failed events=%d first_event_id=%s error=%s: %s; "
+                                     "dead-lettering its inputs", len(batch), batch[0]["event_id"],
+                                     type(exc).__name__, exc)
+                    for event in inputs:
+                        await dead_letter.send_event(event, exc, log_traceback=False)
 
     return app.agent(topics.user_behaviour, name="update-recommender")(update_recommender)
 

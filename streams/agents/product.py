@@ -43,16 +43,37 @@ def register_product_agent(app: faust.App, *, topics: Topics, state: WorkerState
                         continue
                     source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset,
                                        timestamp_ms=int(message.timestamp * 1000))
-                    listing = _as_dict(listing)
+                    listing = as_listing_dict(listing)
                     state.listing_versions[listing["item_id"]] = source.record_version
                     inputs.append(event)
                     listings.append(listing)
                     sources.append(source)
                 if listings:
-                    await enrich_and_publish(listings, sources, inputs, topics=topics, state=state,
-                                             dead_letter=dead_letter, settings=settings)
+                    await enrich_or_dead_letter(listings, sources, inputs, topics=topics, state=state,
+                                                dead_letter=dead_letter, settings=settings)
 
     return app.agent(topics.product_created, name="enrich-listings")(enrich_listings)
+
+
+async def enrich_or_dead_letter(listings: list[dict], sources: list[SourceRef], inputs: list[faust.types.EventT],
+                                *, topics: Topics, state: WorkerState, dead_letter: DeadLetterPolicy,
+                                settings: Settings) -> None:
+    """Run :func:`enrich_and_publish`; when it raises, dead-letter every input of the batch.
+
+    Faust restarts an agent whose body raises and then acknowledges the next
+    batches, which commits past the failed one, so an error must not leave
+    the agent. The dead-letter records keep the original bytes for a replay.
+    Some listings of the batch may have been published before the error.
+    """
+    try:
+        await enrich_and_publish(listings, sources, inputs, topics=topics, state=state,
+                                 dead_letter=dead_letter, settings=settings)
+    except Exception as exc:  # a bug or bad data: keep the inputs, go on with the next batch
+        logger.exception("batch failed items=%s first_source=%s error=%s: %s; dead-lettering its %d inputs",
+                         [listing.get("item_id") for listing in listings], sources[0].record_version,
+                         type(exc).__name__, exc, len(inputs))
+        for event in inputs:
+            await dead_letter.send_event(event, exc, log_traceback=False)
 
 
 async def enrich_and_publish(listings: list[dict], sources: list[SourceRef], inputs: list[faust.types.EventT], *,
@@ -188,7 +209,8 @@ def _upsert_items(state: WorkerState, records: list[dict],
                                                 k=settings.similar_items_k)
 
 
-def _as_dict(listing) -> dict:
+def as_listing_dict(listing) -> dict:
+    """Return a parsed listing (a slotted ProductCreated or a dict) as a plain dict."""
     if isinstance(listing, dict):
         return listing
     return {name: getattr(listing, name) for name in listing.__slots__}

@@ -18,11 +18,11 @@ import time
 import faust
 import orjson
 
-from streams.agents.product import enrich_and_publish
+from streams.agents.product import as_listing_dict, enrich_or_dead_letter
 from streams.deadletter import DeadLetterPolicy
 from streams.delivery import withhold_acks
 from streams.enrichment import SourceRef
-from streams.schemas import InvalidEvent
+from streams.schemas import InvalidEvent, parse_product_created
 from streams.settings import Settings
 from streams.state import WorkerState
 from streams.topics import Topics
@@ -47,10 +47,12 @@ def parse_retry_request(raw: bytes) -> tuple[dict, SourceRef]:
         due_ms = int(request["due_ms"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidEvent(f"invalid retry request: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(listing, dict) or not listing.get("item_id") or ref.attempt < 1:
-        raise InvalidEvent("invalid retry request: needs a listing with an item_id and an attempt >= 1")
-    listing["_due_ms"] = due_ms
-    return listing, ref
+    if ref.attempt < 1:
+        raise InvalidEvent(f"invalid retry request: attempt {ref.attempt} < 1")
+    # The listing must pass the product-created schema again; it may have been written by hand.
+    checked = as_listing_dict(parse_product_created(orjson.dumps(listing)))
+    checked["_due_ms"] = due_ms
+    return checked, ref
 
 
 def register_retry_agent(app: faust.App, *, topics: Topics, state: WorkerState,
@@ -81,8 +83,8 @@ def register_retry_agent(app: faust.App, *, topics: Topics, state: WorkerState,
                     logger.info("retry batch waits wait_s=%.1f items=%s", wait_s,
                                 [listing["item_id"] for listing in listings])
                     await asyncio.sleep(min(wait_s, settings.generation_retry_delay_s))
-                await enrich_and_publish(listings, sources, inputs, topics=topics, state=state,
-                                         dead_letter=dead_letter, settings=settings)
+                await enrich_or_dead_letter(listings, sources, inputs, topics=topics, state=state,
+                                            dead_letter=dead_letter, settings=settings)
 
     return app.agent(topics.enrichment_retry, name="retry-enrichment")(retry_enrichment)
 
