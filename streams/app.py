@@ -185,8 +185,8 @@ def run_worker(settings: Settings) -> None:
     finally:
         stuck = state.stuck_generation
         if stuck is not None and not stuck.done():
-            # Python joins executor threads at exit, which would wait for the timed-out call.
-            # Offsets and the snapshot are written by now, so nothing is lost by leaving at once.
+            # Python joins executor threads at exit, which would wait for the timed-out call. Faust
+            # has stopped by now: it committed the acknowledged offsets and the shutdown hook saved the snapshot.
             logger.warning("a timed-out generation call is still running; exiting without waiting for it")
             logging.shutdown()
             os._exit(exit_code)

@@ -5,10 +5,12 @@ every output of the batch is acknowledged by the broker. Two rules keep it so:
 
 - :func:`withhold_acks` guards an agent's batch. Faust's ``take_events``
   acknowledges a batch when the agent requests the next one, and also when the
-  agent body raises or is cancelled (shutdown, rebalance). When the body does
-  not finish, the guard marks the batch's messages so that Faust cannot
-  acknowledge them; their offsets are not committed and the events come back
-  after a restart or to the next owner of the partition.
+  agent body is cancelled (shutdown). When the body does not finish, the
+  guard marks the batch's messages so that Faust cannot acknowledge them.
+  Their offsets are then not committed by this consumer, and the events come
+  back after a restart. An agent body that raises is restarted by Faust,
+  which commits past the batch with the next acknowledgement, so the agents
+  catch every error themselves (see streams/agents/product.py).
 - :func:`send_acked` retries a send that fails with a broker or network error,
   with a growing pause, until it is acknowledged or the worker stops. A record
   that the broker rejects for good (too large for the topic) raises

@@ -42,11 +42,11 @@ def cold_listings(prefix: str, *, seed: int, n_items: int) -> tuple[list, list[s
             [product["item_id"] for product in products])
 
 
-def wait_until(predicate, *, timeout_s: float, what: str, worker=None) -> None:
+def wait_until(predicate, *, timeout_s: float, goal: str, worker=None) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         tail = worker.log_tail() if worker is not None else ""
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout_s} s; worker log tail:\n{tail}"
+        assert time.monotonic() < deadline, f"{goal} not reached within {timeout_s} s; worker log tail:\n{tail}"
         time.sleep(0.5)
 
 
@@ -54,8 +54,8 @@ def latest_by_item(records: list[dict]) -> dict[str, dict]:
     """Return the newest record per item: the highest enrichment attempt, as a consumer keeps it."""
     latest: dict[str, dict] = {}
     for record in records:
-        kept = latest.get(record["item_id"])
-        if kept is None or record["enrichment_attempt"] >= kept["enrichment_attempt"]:
+        current = latest.get(record["item_id"])
+        if current is None or record["enrichment_attempt"] >= current["enrichment_attempt"]:
             latest[record["item_id"]] = record
     return latest
 
@@ -90,7 +90,7 @@ def test_failed_generation_is_retried(kafka_bootstrap, topic_prefix, tmp_path):
             latest = latest_by_item(asyncio.run(read_topic(kafka_bootstrap, topic)))
             return len(latest) == len(item_ids) and all(r["enrichment_attempt"] == 1 for r in latest.values())
 
-        wait_until(all_retried, timeout_s=90, what="every listing enriched again by a retry", worker=worker)
+        wait_until(all_retried, timeout_s=90, goal="every listing enriched again by a retry", worker=worker)
         assert worker.process.poll() is None
     finally:
         stop_worker(worker)
@@ -138,7 +138,7 @@ def test_rebalance_during_slow_generation_loses_no_listing(kafka_bootstrap, topi
             records = asyncio.run(read_topic(kafka_bootstrap, topic_prefix + "listings-enriched"))
             return set(item_ids) <= {record["item_id"] for record in records}
 
-        wait_until(all_published, timeout_s=240, what="every listing published", worker=first)
+        wait_until(all_published, timeout_s=240, goal="every listing published", worker=first)
         assert first.process.poll() is None, f"first worker exited; log tail:\n{first.log_tail()}"
     finally:
         if second is not None:
@@ -232,7 +232,7 @@ def test_sigterm_with_large_state_loses_nothing(kafka_bootstrap, topic_prefix, t
             return (set(item_ids) <= {r["item_id"] for r in listings}
                     and user_ids <= {r["user_id"] for r in recommendations})
 
-        wait_until(everything_out, timeout_s=300, what="every listing and user published", worker=restarted)
+        wait_until(everything_out, timeout_s=300, goal="every listing and user published", worker=restarted)
     finally:
         stop_worker(restarted)
 
