@@ -62,3 +62,8 @@ class DeadLetterPolicy:
         self.count += 1
         logger.warning("dead-lettered topic=%s partition=%s offset=%s error_type=%s reason=%s",
                        message.topic, message.partition, message.offset, record.error_type, record.reason)
+
+    async def send_batch(self, events: list[faust.types.EventT], error: Exception) -> None:
+        """Dead-letter every event of a batch that failed with ``error``; the caller logs the traceback once."""
+        for event in events:
+            await self.send_event(event, error, log_traceback=False)

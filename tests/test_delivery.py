@@ -93,3 +93,16 @@ def test_send_acked_raises_on_rejected_record():
     with pytest.raises(OutputRejected, match="listings-enriched rejected the record for key b'k'"):
         asyncio.run(send_acked(topic, key=b"k", value=b"v"))
     assert topic.attempts == 1
+
+
+def test_dead_letter_batch_sends_every_event():
+    from streams.deadletter import DeadLetterPolicy
+
+    topic = FlakyTopic([KafkaTimeoutError()])
+    policy = DeadLetterPolicy(topic=topic)
+    events = [event_at(1), event_at(2)]
+    for event in events:
+        event.key, event.value = b"k", b"{}"
+    asyncio.run(policy.send_batch(events, RuntimeError("batch failed")))
+    assert policy.count == 2
+    assert topic.attempts == 3  # the first send failed once and was sent again

@@ -53,8 +53,7 @@ def register_behaviour_agent(app: faust.App, *, topics: Topics, state: WorkerSta
                     logger.exception("behaviour batch failed events=%d first_event_id=%s error=%s: %s; "
                                      "dead-lettering its inputs", len(batch), batch[0]["event_id"],
                                      type(exc).__name__, exc)
-                    for event in inputs:
-                        await dead_letter.send_event(event, exc, log_traceback=False)
+                    await dead_letter.send_batch(inputs, exc)
 
     return app.agent(topics.user_behaviour, name="update-recommender")(update_recommender)
 

@@ -72,8 +72,7 @@ async def enrich_or_dead_letter(listings: list[dict], sources: list[SourceRef], 
         logger.exception("batch failed items=%s first_source=%s error=%s: %s; dead-lettering its %d inputs",
                          [listing.get("item_id") for listing in listings], sources[0].record_version,
                          type(exc).__name__, exc, len(inputs))
-        for event in inputs:
-            await dead_letter.send_event(event, exc, log_traceback=False)
+        await dead_letter.send_batch(inputs, exc)
 
 
 async def enrich_and_publish(listings: list[dict], sources: list[SourceRef], inputs: list[faust.types.EventT], *,
@@ -89,7 +88,7 @@ async def enrich_and_publish(listings: list[dict], sources: list[SourceRef], inp
     """
     started = time.perf_counter()
     records, failure = await _enrich(listings, sources, state=state, settings=settings)
-    retries: list[tuple[dict, dict, SourceRef]] = []
+    retries: list[tuple[dict, SourceRef]] = []
     if failure is not None:
         for listing, source, record in zip(listings, sources, records):
             if not record["cold"]:
@@ -97,7 +96,7 @@ async def enrich_and_publish(listings: list[dict], sources: list[SourceRef], inp
             record["enrichment_error"] = failure
             if source.attempt < settings.generation_retries:
                 record["retry_scheduled"] = True
-                retries.append((listing, record, source))
+                retries.append((listing, source))
 
     published: list[dict] = []
     for record, event in zip(records, inputs):
@@ -111,7 +110,7 @@ async def enrich_and_publish(listings: list[dict], sources: list[SourceRef], inp
         logger.info("published listing item_id=%s event_id=%s cold=%s enriched=%s attempt=%d source=%s",
                     out["item_id"], out["event_id"], out["cold"], out["enriched"], out["enrichment_attempt"],
                     out["record_version"])
-    for listing, record, source in retries:
+    for listing, source in retries:
         await schedule_retry(listing, source, reason=failure, topics=topics, settings=settings)
 
     similar = await _upsert(published, state=state, settings=settings)

@@ -78,7 +78,8 @@ def register_retry_agent(app: faust.App, *, topics: Topics, state: WorkerState,
                 if not listings:
                     continue
                 # Requests are queued in order with the same delay, so the last one is due last.
-                wait_s = max(listing.pop("_due_ms") for listing in listings) / 1000 - time.time()
+                due_ms = [listing.pop("_due_ms") for listing in listings]
+                wait_s = max(due_ms) / 1000 - time.time()
                 if wait_s > 0:
                     logger.info("retry batch waits wait_s=%.1f items=%s", wait_s,
                                 [listing["item_id"] for listing in listings])
